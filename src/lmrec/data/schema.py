@@ -252,15 +252,11 @@ def _to_float(s: pd.Series, col: str) -> pd.Series:
     bad = num.isna() | ~np.isfinite(num.to_numpy(dtype=np.float64, na_value=np.nan))
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(
-            f"not a finite number: {s.iloc[row]!r}", line=row + 2, column=col
-        )
+        raise InputError(f"not a finite number: {s.iloc[row]!r}", line=row + 2, column=col)
     return num.astype(np.float64)
 
 
-def _normalize_table(
-    table: pd.DataFrame | None, id_col: str, seen_ids: pd.Series
-) -> pd.DataFrame:
+def _normalize_table(table: pd.DataFrame | None, id_col: str, seen_ids: pd.Series) -> pd.DataFrame:
     if table is None:
         table = _empty_table(id_col)
     elif id_col in table.columns:
@@ -292,6 +288,20 @@ def _infer_fields(table: pd.DataFrame) -> dict[str, FieldType]:
     return fields
 
 
+#: Item-table columns tried, in order, as the display title.
+TITLE_FIELDS = ("title", "movie_title", "name")
+
+
+def item_titles(items: pd.DataFrame | None) -> pd.Series | None:
+    """The item table's title column (first of `TITLE_FIELDS` present), if any."""
+    if items is None:
+        return None
+    for name in TITLE_FIELDS:
+        if name in items.columns:
+            return items[name]
+    return None
+
+
 def split_tokens(values: pd.Series, sep: str = " ") -> list[list[str]]:
     """Split a ``token_seq`` column into token lists (missing values give [])."""
     return [str(v).split(sep) if isinstance(v, str) and v else [] for v in values]
@@ -308,6 +318,7 @@ __all__ = [
     "FieldType",
     "IdMap",
     "interaction_matrix",
+    "item_titles",
     "normalize_interactions",
     "split_tokens",
 ]

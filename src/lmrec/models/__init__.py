@@ -1,5 +1,20 @@
 """Recommenders, all on the `Recommender` interface."""
 
 from lmrec.models.base import Recommender, create_model, get_model_class, model_names
+from lmrec.models.bpr import BPR
+from lmrec.models.ease import EASE
+from lmrec.models.implicit_mf import ALS
+from lmrec.models.itemknn import ItemKNN
+from lmrec.models.popularity import Popularity
 
-__all__ = ["Recommender", "create_model", "get_model_class", "model_names"]
+__all__ = [
+    "ALS",
+    "BPR",
+    "EASE",
+    "ItemKNN",
+    "Popularity",
+    "Recommender",
+    "create_model",
+    "get_model_class",
+    "model_names",
+]

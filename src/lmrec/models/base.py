@@ -47,22 +47,30 @@ class Recommender(ABC):
         name: Registry name (``lmrec fit --model NAME``).
         Config: The pydantic config class.
         search_space: Grid of config values tried on validation by the evaluator.
+        handles_cold_users: Whether scores mean something for users without history.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     search_space: ClassVar[dict[str, list[Any]]] = {}
+    #: Whether `_score` is meaningful for users with no fitted history (e.g. from text).
+    handles_cold_users: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         try:
             base = config.model_dump() if config is not None else {}
             self.config = self.Config(**{**base, **overrides})
         except ValidationError as e:
-            raise ConfigError(f"bad config for model '{self.name}': {e}") from None
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+                for err in e.errors()
+            )
+            raise ConfigError(f"bad config for model '{self.name}': {problems}") from None
         self.users: IdMap | None = None
         self.items: IdMap | None = None
         self.seen: sp.csr_matrix | None = None
         self.item_table: pd.DataFrame | None = None
+        self.valid_matrix: sp.csr_matrix | None = None
 
     # -- to implement --------------------------------------------------------------------
     @abstractmethod
@@ -77,20 +85,34 @@ class Recommender(ABC):
         """Learned arrays to persist (names must be valid identifiers)."""
         return {}
 
-    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:  # noqa: B027 (optional hook)
         """Restore what `_state` returned."""
 
     # -- public API ----------------------------------------------------------------------
-    def fit(self, dataset: Dataset) -> Self:
-        """Fit on every interaction of ``dataset``; returns ``self``."""
+    def fit(self, dataset: Dataset, valid: Dataset | None = None) -> Self:
+        """Fit on every interaction of ``dataset``; returns ``self``.
+
+        Args:
+            dataset: Training data; its item and user tables define the ID universe.
+            valid: Held-out interactions that iterative models use for early stopping; the
+                epoch they stop at is reported by `fitted_params`.
+        """
         if dataset.n_interactions == 0:
             raise InputError(f"cannot fit '{self.name}' on a dataset with no interactions")
         self.users = dataset.user_map()
         self.items = dataset.item_map()
         self.seen = dataset.matrix(self.users, self.items)
         self.item_table = dataset.items
-        self._fit(self.seen, dataset)
+        self.valid_matrix = valid.matrix(self.users, self.items) if valid is not None else None
+        try:
+            self._fit(self.seen, dataset)
+        finally:
+            self.valid_matrix = None  # never persisted, never used after fitting
         return self
+
+    def fitted_params(self) -> dict[str, Any]:
+        """Config values learned during `fit` (e.g. the early-stopped epoch count)."""
+        return {}
 
     @property
     def fitted(self) -> bool:
@@ -107,10 +129,16 @@ class Recommender(ABC):
         return np.asarray(seen.sum(axis=0), dtype=np.float32).ravel()
 
     def score_idx(self, user_idx: np.ndarray) -> np.ndarray:
-        """Scores for dense user indices; index -1 (unknown user) gets popularity."""
-        self._check()
+        """Scores for dense user indices.
+
+        Users the model cannot personalise for (index -1, or no fitted history when the model
+        lacks `handles_cold_users`) get item popularity instead.
+        """
+        _, _, seen = self._check()
         user_idx = np.asarray(user_idx, dtype=np.int64)
         known = user_idx >= 0
+        if not self.handles_cold_users:
+            known &= np.diff(seen.indptr)[np.where(known, user_idx, 0)] > 0
         if known.all():
             return self._score(user_idx)
         out = np.empty((len(user_idx), len(self.items or [])), dtype=np.float32)
@@ -218,17 +246,20 @@ class Recommender(ABC):
         umap, imap, seen = self._check()
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
-        meta = {"model": self.name, "lmrec_version": __version__, "config": self.config.model_dump()}
+        meta = {
+            "model": self.name,
+            "lmrec_version": __version__,
+            "config": self.config.model_dump(),
+        }
         (out / META_FILE).write_text(json.dumps(meta, indent=2))
-        state = {f"m_{k}": v for k, v in self._state().items()}
-        np.savez(
-            out / STATE_FILE,
-            user_ids=umap.ids.astype(str),
-            item_ids=imap.ids.astype(str),
-            seen_indptr=seen.indptr,
-            seen_indices=seen.indices,
-            **state,
-        )
+        arrays: dict[str, np.ndarray] = {
+            "user_ids": umap.ids.astype(str),
+            "item_ids": imap.ids.astype(str),
+            "seen_indptr": seen.indptr,
+            "seen_indices": seen.indices,
+            **{f"m_{k}": v for k, v in self._state().items()},
+        }
+        np.savez(out / STATE_FILE, **arrays)  # type: ignore[arg-type]
         if self.item_table is not None and len(self.item_table.columns):
             self.item_table.to_parquet(out / ITEMS_FILE)
         return out
