@@ -221,3 +221,33 @@ def test_console_script_exits_2_without_traceback(tmp_path: Path) -> None:
     )
     assert res.returncode == 2
     assert "Traceback" not in res.stderr and "line 2" in res.stderr
+
+
+def test_fit_with_column_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("uid,movieId,stars\na,x,4\na,y,5\nb,x,3\nb,z,1\n")
+    code, _, stderr = run(
+        "fit", "--train", path, "--model", "pop", "--out", tmp_path / "m",
+        "--columns", "user_id=uid,item_id=movieId,rating=stars",
+    )  # fmt: skip
+    assert code == 0, stderr
+    code, stdout, _ = run("recommend", "--model", tmp_path / "m", "--user", "b", "--format", "json")
+    assert [it["item_id"] for it in json.loads(stdout)["items"]] == ["y"]
+    code, _, stderr = run(
+        "fit", "--train", path, "--model", "pop", "--out", tmp_path / "m", "--columns", "uid"
+    )
+    assert code == 2 and "--columns" in stderr
+
+
+def test_split_with_rating_filter_and_kcore(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "s" / "toy"
+    code, _, stderr = run(
+        "data", "split", "--data", files["train"], "--protocol", "loo",
+        "--min-rating", "3", "--kcore", "3", "--out", out,
+    )  # fmt: skip
+    assert code == 0, stderr
+    parts = [pd.read_csv(out / f"toy.{p}.inter", sep="\t") for p in ("train", "valid", "test")]
+    allp = pd.concat(parts)
+    assert (allp["rating:float"] >= 3).all()
+    assert allp.groupby("user_id:token").size().min() >= 3
+    assert allp.groupby("item_id:token").size().min() >= 3

@@ -110,6 +110,30 @@ def _read_id_list(path: Path, column: str) -> list[str]:
     return [ln for ln in lines if ln]
 
 
+def _parse_columns(spec: str | None) -> dict[str, str] | None:
+    """``user_id=userId,item_id=movieId`` -> a canonical-name to file-column mapping."""
+    if not spec:
+        return None
+    mapping = {}
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"--columns expects name=column pairs, got '{part}'")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
+def _filtered(ds: Any, min_rating: float | None, kcore_k: int) -> Any:
+    """Apply the optional rating threshold and k-core filters (before splitting)."""
+    from lmrec.data.filters import filter_rating, kcore
+
+    if min_rating is not None:
+        ds = filter_rating(ds, min_rating)
+    if kcore_k:
+        ds = kcore(ds, user_k=kcore_k, item_k=kcore_k)
+    return ds
+
+
 def _model_config(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
@@ -153,11 +177,17 @@ def data_split(
     out: Annotated[Path, typer.Option(help="Folder for the RecBole benchmark files.")] = Path(
         "split"
     ),
+    min_rating: Annotated[
+        float | None, typer.Option(help="Keep interactions with rating >= this.")
+    ] = None,
+    kcore_k: Annotated[
+        int, typer.Option("--kcore", min=0, help="Keep users and items with >= k interactions.")
+    ] = 0,
 ) -> None:
     """Split a dataset and export it as RecBole benchmark files (<name>.train/valid/test.inter)."""
     from lmrec.data.splits import make_split, save_split
 
-    ds = load_data(data)
+    ds = _filtered(load_data(data), min_rating, kcore_k)
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not '{protocol}'")
     split = make_split(ds, protocol, seed=seed)  # type: ignore[arg-type]
@@ -182,6 +212,9 @@ def fit(
     users: Annotated[Path | None, typer.Option(help="User table.")] = None,
     config: Annotated[Path | None, typer.Option(help="Model config (TOML or JSON).")] = None,
     tune: Annotated[bool, typer.Option(help="Search the model's grid on --valid.")] = True,
+    columns: Annotated[
+        str | None, typer.Option(help="Column mapping, e.g. user_id=userId,item_id=movieId.")
+    ] = None,
 ) -> None:
     """Fit a model and save it to a folder."""
     from lmrec.data.splits import Split
@@ -191,14 +224,15 @@ def fit(
 
     get_model_class(model)
     params = _model_config(config)
-    ds = load_dataset(train, items=items, users=users)
+    mapping = _parse_columns(columns)
+    ds = load_dataset(train, items=items, users=users, mapping=mapping)
     record: dict[str, Any] = {
         "model": model,
         "train": str(train),
         "valid": str(valid) if valid else None,
     }
     if valid is not None:
-        valid_inter = read_interactions(valid)
+        valid_inter = read_interactions(valid, mapping)
         full = ds.with_interactions(pd.concat([ds.interactions, valid_inter], ignore_index=True))
         split = Split(
             train=full.with_interactions(ds.interactions),
@@ -303,11 +337,17 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Split seed.")] = 2020,
     tune: Annotated[bool, typer.Option(help="Search each model's grid on validation.")] = True,
     ks: Annotated[str, typer.Option(help="Comma-separated cut-offs.")] = "10,20",
+    min_rating: Annotated[
+        float | None, typer.Option(help="Keep interactions with rating >= this.")
+    ] = None,
+    kcore_k: Annotated[
+        int, typer.Option("--kcore", min=0, help="Keep users and items with >= k interactions.")
+    ] = 0,
 ) -> None:
     """Compare models under a protocol: Markdown table, JSON and a PNG chart."""
     from lmrec.data.splits import Split, make_split, save_split
     from lmrec.evaluate.protocol import EvalConfig, compare
-    from lmrec.evaluate.report import markdown_table, plot_png, save_json
+    from lmrec.evaluate.report import markdown_table, plot_png, save_json, slice_table
     from lmrec.models.base import get_model_class
 
     names = [m.strip() for m in models.split(",") if m.strip()]
@@ -328,6 +368,7 @@ def evaluate(
         split = loaded
         _info(f"using exported split in {data} (protocol {split.protocol})")
     else:
+        loaded = _filtered(loaded, min_rating, kcore_k)
         split = make_split(loaded, protocol, seed=seed)  # type: ignore[arg-type]
         save_split(split, out / "split" / loaded.name)
     _info(
@@ -340,6 +381,11 @@ def evaluate(
     save_json(runs, out / "results.json", meta)
     plot_png(runs, out / "results.png", title=f"{data} / {split.protocol}")
     typer.echo(markdown_table(runs))
+    typer.echo(
+        "\nSlices (cold users: <= 20 training interactions; long-tail: test items in the "
+        "least popular tail holding 20% of training interactions):\n"
+    )
+    typer.echo(slice_table(runs))
     _info(f"wrote {out / 'results.json'} and {out / 'results.png'}")
 
 

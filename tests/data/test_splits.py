@@ -296,12 +296,11 @@ def _assert_same_split(a: Split, b: Split) -> None:
     for part in ("train", "valid", "test"):
         pd.testing.assert_frame_equal(getattr(a, part).interactions, getattr(b, part).interactions)
         # Catalog values and order must match. Atomic files write a missing token as an
-        # empty value, and pandas 3 may infer `str` where the reader gives object.
+        # empty value.
         for table in ("items", "users"):
             pd.testing.assert_frame_equal(
                 getattr(getattr(a, part), table).astype(object).fillna(""),
                 getattr(getattr(b, part), table).astype(object).fillna(""),
-                check_index_type=False,
             )
     assert (a.protocol, a.seed, a.params) == (b.protocol, b.seed, b.params)
 

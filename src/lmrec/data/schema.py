@@ -271,7 +271,8 @@ def _normalize_table(table: pd.DataFrame | None, id_col: str, seen_ids: pd.Serie
     extra = extra[~pd.Index(extra, dtype=object).isin(table.index)]
     if len(extra):
         table = table.reindex(table.index.append(pd.Index(extra, dtype=object)))
-        table.index.name = id_col
+        # pandas 3 may infer an Arrow string index here; keep one index dtype everywhere
+        table.index = pd.Index(table.index, dtype=object, name=id_col)
     return table
 
 

@@ -39,11 +39,11 @@ class EvalConfig(BaseModel):
     select_metric: str = Field("ndcg@10", description="Validation metric that picks the config.")
     tune: bool = Field(True, description="Search each model's grid on validation.")
     max_trials: int = Field(24, gt=0, description="Most configs tried per model (random subset).")
-    thin_user_max: int = Field(
+    cold_user_max: int = Field(
         20,
         ge=0,
         description="Users with at most this many training "
-        "interactions form the 'thin users' slice.",
+        "interactions form the 'cold users' slice.",
     )
     tail_share: float = Field(
         0.2, gt=0, lt=1, description="Share of training interactions held by the long-tail items."
@@ -131,10 +131,10 @@ def evaluate(
         )
         acc.add(batch, idx, relevant[batch])
     activity = np.diff(seen.indptr)
-    thin = users[activity[users] <= cfg.thin_user_max]
+    cold = users[activity[users] <= cfg.cold_user_max]
     slices = {"long_tail_items": acc.long_tail_result()}
-    if len(thin):
-        slices[f"thin_users(<={cfg.thin_user_max})"] = acc.result(thin)
+    if len(cold):
+        slices["cold_users"] = {**acc.result(cold), "n_users": float(len(cold))}
     return EvalResult(metrics=acc.result(), slices=slices, n_users=len(users))
 
 

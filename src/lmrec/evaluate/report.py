@@ -48,6 +48,23 @@ def markdown_table(runs: Sequence[ModelRun], metrics: Sequence[str] = TABLE_METR
     return "\n".join(lines)
 
 
+def slice_table(runs: Sequence[ModelRun], metrics: Sequence[str] = ("recall@10", "ndcg@10")) -> str:
+    """Test metrics per slice (cold users, long-tail items) as a Markdown table."""
+    names = sorted({s for r in runs for s in r.test.slices})
+    cols = [(s, m) for s in names for m in metrics]
+    lines = [
+        "| model | " + " | ".join(f"{s} {m}" for s, m in cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
+    for r in runs:
+        cells = []
+        for s, m in cols:
+            v = r.test.slices.get(s, {}).get(m)
+            cells.append("" if v is None else f"{v:.4f}")
+        lines.append(f"| {r.model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def to_dict(runs: Sequence[ModelRun], meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """JSON-ready report (``models`` keyed by name, as the peer script expects)."""
     return {
