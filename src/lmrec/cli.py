@@ -31,6 +31,10 @@ app.add_typer(data_app, name="data")
 
 F = TypeVar("F", bound=Callable[..., Any])
 PROTOCOLS = ("ratio", "loo", "temporal", "cold-item", "cold-user")
+MinRatingOpt = Annotated[float | None, typer.Option(help="Keep interactions with rating >= this.")]
+KCoreOpt = Annotated[
+    int, typer.Option("--kcore", min=0, help="Keep users and items with >= k interactions.")
+]
 
 
 def _err(msg: str) -> None:
@@ -177,12 +181,8 @@ def data_split(
     out: Annotated[Path, typer.Option(help="Folder for the RecBole benchmark files.")] = Path(
         "split"
     ),
-    min_rating: Annotated[
-        float | None, typer.Option(help="Keep interactions with rating >= this.")
-    ] = None,
-    kcore_k: Annotated[
-        int, typer.Option("--kcore", min=0, help="Keep users and items with >= k interactions.")
-    ] = 0,
+    min_rating: MinRatingOpt = None,
+    kcore_k: KCoreOpt = 0,
 ) -> None:
     """Split a dataset and export it as RecBole benchmark files (<name>.train/valid/test.inter)."""
     from lmrec.data.splits import make_split, save_split
@@ -337,12 +337,8 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Split seed.")] = 2020,
     tune: Annotated[bool, typer.Option(help="Search each model's grid on validation.")] = True,
     ks: Annotated[str, typer.Option(help="Comma-separated cut-offs.")] = "10,20",
-    min_rating: Annotated[
-        float | None, typer.Option(help="Keep interactions with rating >= this.")
-    ] = None,
-    kcore_k: Annotated[
-        int, typer.Option("--kcore", min=0, help="Keep users and items with >= k interactions.")
-    ] = 0,
+    min_rating: MinRatingOpt = None,
+    kcore_k: KCoreOpt = 0,
 ) -> None:
     """Compare models under a protocol: Markdown table, JSON and a PNG chart."""
     from lmrec.data.splits import Split, make_split, save_split
