@@ -22,6 +22,29 @@ def mask_rows(scores: np.ndarray, exclude: sp.csr_matrix | None) -> None:
     scores[coo.row, coo.col] = -np.inf
 
 
+def _first_ties(
+    block: np.ndarray, thr: np.ndarray, need: np.ndarray, chunk: int = 2048
+) -> np.ndarray:
+    """Mask of the first ``need[i]`` columns equal to ``thr[i]`` in each row of ``block``.
+
+    Scans column chunks and stops once every row is served, so rows tied on a common value
+    (e.g. thousands of zeros) cost one chunk, not the whole row.
+    """
+    keep = np.zeros(block.shape, dtype=bool)
+    remaining = need.astype(np.int64).copy()
+    for start in range(0, block.shape[1], chunk):
+        left = np.flatnonzero(remaining > 0)
+        if len(left) == 0:
+            break
+        sub = block[left, start : start + chunk] == thr[left, None]
+        r, c = np.nonzero(sub)
+        rank = np.arange(len(r)) - np.searchsorted(r, r)
+        ok = rank < remaining[left][r]
+        keep[left[r[ok]], start + c[ok]] = True
+        remaining[left] -= np.bincount(r[ok], minlength=len(left))
+    return keep
+
+
 def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and values of the ``k`` best scores per row, best first.
 
@@ -34,19 +57,28 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     out_val = np.full((n_rows, max(k, 0)), -np.inf, dtype=scores.dtype)
     if k <= 0 or n_rows == 0:
         return out_idx, out_val
-    # The k-th largest value per row bounds the winners; np.partition on values alone is about
-    # twice as fast as argpartition, and only the few entries at or above it are then sorted.
-    kth = np.partition(scores, n - k, axis=1)[:, n - k]
-    winners = (scores >= kth[:, None]) & ~np.isneginf(scores)
-    # A row whose k-th value is shared by a great many items (e.g. all-zero scores) would make
-    # the sort below huge: keep only its first k tied columns, which is the stable order anyway.
-    counts = winners.sum(axis=1)
-    for r in np.flatnonzero(counts > 4 * k + 64):
-        tied = np.flatnonzero(scores[r] == kth[r])
-        need = k - int((scores[r] > kth[r]).sum())
-        winners[r, tied[need:]] = False
-    rows, cols = np.nonzero(winners)
+    # argpartition is robust across score shapes (np.partition's quickselect degrades ~10x
+    # on mostly-zero rows); it may pick any of several items tied at the k-th value, so rows
+    # with such ties are redone below to keep the lowest tied columns.
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
+    above = (scores > kth[:, None]).sum(axis=1)
+    tied = (scores == kth[:, None]).sum(axis=1)
+    redo = np.flatnonzero((above + tied > k) & ~np.isneginf(kth))
+    rows = np.repeat(np.arange(n_rows), k)
+    cols = part.ravel()
+    if len(redo):
+        block, thr = scores[redo], kth[redo]
+        winners = (block > thr[:, None]) | _first_ties(block, thr, k - above[redo])
+        r, c = np.nonzero(winners)
+        keep_rows = np.ones(n_rows, dtype=bool)
+        keep_rows[redo] = False
+        sel = keep_rows[rows]
+        rows = np.concatenate([rows[sel], redo[r]])
+        cols = np.concatenate([cols[sel], c])
     vals = scores[rows, cols]
+    finite = ~np.isneginf(vals)
+    rows, cols, vals = rows[finite], cols[finite], vals[finite]
     order = np.lexsort((cols, -vals, rows))  # by row, then score descending, then column
     rows, cols, vals = rows[order], cols[order], vals[order]
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
