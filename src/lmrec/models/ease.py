@@ -58,7 +58,8 @@ class EASE(Recommender):
         p = scipy.linalg.cho_solve(chol, np.eye(n), overwrite_b=True)
         b = -p / np.diag(p)
         b[np.diag_indices(n)] = 0.0
-        self.weights = b.astype(np.float32)
+        # C order: scipy's sparse @ dense copies a Fortran-ordered operand on every call
+        self.weights = np.ascontiguousarray(b, dtype=np.float32)
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         assert self.weights is not None and self.seen is not None
@@ -70,4 +71,4 @@ class EASE(Recommender):
         return {"weights": self.weights}
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        self.weights = state["weights"]
+        self.weights = np.ascontiguousarray(state["weights"])
