@@ -160,15 +160,7 @@ class TextRecommender(Recommender):
             allowed = np.zeros(len(imap), dtype=bool)
             allowed[imap.index(candidates, "item")] = True
             scores[:, ~allowed] = -np.inf
-        idx, vals = topk(scores, k)
-        ok = idx[0] >= 0
-        return pd.DataFrame(
-            {
-                ITEM: imap.to_ids(idx[0][ok]),
-                "rank": np.arange(1, ok.sum() + 1),
-                "score": vals[0][ok],
-            }
-        )
+        return _ranked(imap, scores, k)
 
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
         """Items whose text is nearest to ``item_id``'s (the item itself excluded)."""
@@ -177,12 +169,13 @@ class TextRecommender(Recommender):
         i = int(imap.index([item_id], "item")[0])
         scores = self.item_vectors[i : i + 1] @ self.item_vectors.T
         scores[0, i] = -np.inf
-        idx, vals = topk(scores, k)
-        ok = idx[0] >= 0
-        return pd.DataFrame(
-            {
-                ITEM: imap.to_ids(idx[0][ok]),
-                "rank": np.arange(1, ok.sum() + 1),
-                "score": vals[0][ok],
-            }
-        )
+        return _ranked(imap, scores, k)
+
+
+def _ranked(imap: IdMap, scores: np.ndarray, k: int) -> pd.DataFrame:
+    """The top-k of one score row as ``item_id, rank, score`` (excluded items left out)."""
+    idx, vals = topk(scores, k)
+    ok = idx[0] >= 0
+    return pd.DataFrame(
+        {ITEM: imap.to_ids(idx[0][ok]), "rank": np.arange(1, ok.sum() + 1), "score": vals[0][ok]}
+    )
