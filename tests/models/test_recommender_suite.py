@@ -13,7 +13,7 @@ from lmrec.errors import ConfigError, UnknownIdError
 from lmrec.models import create_model, model_names
 from lmrec.models.base import NotFittedError, Recommender
 
-MODELS = ["pop", "itemknn", "ease", "als", "bpr", "text"]
+MODELS = ["pop", "itemknn", "ease", "als", "bpr", "text", "sasrec"]
 TOPICS = (
     ["Space battle sci-fi epic", "Alien invasion action thriller", "Robot war science fiction",
      "Starship adventure in deep space", "Time travel sci-fi mystery"],

@@ -6,6 +6,7 @@ from lmrec.models.ease import EASE
 from lmrec.models.implicit_mf import ALS
 from lmrec.models.itemknn import ItemKNN
 from lmrec.models.popularity import Popularity
+from lmrec.models.sasrec import SASRec
 from lmrec.models.text import TextRecommender
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "ItemKNN",
     "Popularity",
     "Recommender",
+    "SASRec",
     "TextRecommender",
     "create_model",
     "get_model_class",
