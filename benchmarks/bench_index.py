@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sub-scale", type=float, default=0.8, help="within-cluster subspace draw")
     p.add_argument("--noise", type=float, default=0.3, help="isotropic noise")
     p.add_argument("--title", default="", help="extra words for the results title")
+    p.add_argument("--note", action="append", default=[], help="extra note for the results")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"from {list(CONFIGS)}")
     p.add_argument("--reps", type=int, default=3, help="ANN timing repeats (best is kept)")
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{name}: building {kind} {build}")
         meter.start()
         t0 = time.perf_counter()
-        index = AnnIndex(args.dim, kind, threads=2, **build)  # type: ignore[arg-type]
+        index = AnnIndex(args.dim, kind, threads=2, **build)
         index.upsert(ids, x)
         index.rebuild()
         build_s = time.perf_counter() - t0
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(headers, rows)
     print(table)
     if args.append_results:
-        notes = _notes(args, nq, k, stats)
+        notes = _notes(args, nq, k, stats) + args.note
         machine = machine_info() | {"faiss": faiss.__version__}
         path = append_results(
             f"Vector index: exact vs faiss ANN, {args.n:,} x {args.dim}{args.title} "

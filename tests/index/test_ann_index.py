@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
 from lmrec.errors import ConfigError
 from lmrec.index import AnnIndex, ExactIndex
 
+Clustered = Callable[..., tuple[list[str], np.ndarray]]
+Big = tuple[list[str], np.ndarray, np.ndarray, list[list[str]]]
+
 
 @pytest.fixture(scope="module")
-def big(clustered):  # type: ignore[no-untyped-def]
+def big(clustered: Clustered) -> Big:
     """20k x 64 clustered vectors, 300 queries drawn the same way, and exact top-10."""
     ids, x = clustered(n=20_300, dim=64, n_centers=200, seed=7)
     ids, x, q = ids[:20_000], x[:20_000], x[20_000:]
@@ -25,9 +30,9 @@ def recall(res: list[list[str]], truth: list[list[str]]) -> float:
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
-def test_recall_at_10_with_defaults(big, kind: str) -> None:  # type: ignore[no-untyped-def]
+def test_recall_at_10_with_defaults(big: Big, kind: str) -> None:
     ids, x, q, truth = big
-    index = AnnIndex(64, kind)  # type: ignore[arg-type]
+    index = AnnIndex(64, kind)
     index.upsert(ids, x)
     res, _ = index.search(q, 10)
     assert recall(res, truth) >= 0.9
@@ -41,15 +46,20 @@ def test_recall_at_10_with_defaults(big, kind: str) -> None:  # type: ignore[no-
     assert recall(res, want) >= 0.9
 
 
-def test_rebuild_after_many_deletes(clustered) -> None:  # type: ignore[no-untyped-def]
+def test_rebuild_after_many_deletes(clustered: Clustered) -> None:
     ids, x = clustered(n=1000)
     index = AnnIndex(16, "hnsw", rebuild_share=0.25)
     index.upsert(ids, x)
     index.search(x[:1], 1)
     index.delete(ids[:200])  # 20%: tombstones stay
-    calls = []
+    calls: list[int] = []
     search = index._faiss_search
-    index._faiss_search = lambda *a: calls.append(a[1]) or search(*a)  # type: ignore[method-assign]
+
+    def spy(x: np.ndarray, fetch: int, sel: object) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(fetch)
+        return search(x, fetch, sel)
+
+    index._faiss_search = spy
     res, _ = index.search(x[:200], 10)  # the deleted vectors themselves
     assert all(len(r) == 10 and not set(r) & set(ids[:200]) for r in res)
     assert calls == [10]  # tombstones are skipped inside faiss: no over-fetch, no retry
@@ -62,7 +72,7 @@ def test_rebuild_after_many_deletes(clustered) -> None:  # type: ignore[no-untyp
     assert index._faiss.ntotal == 800
 
 
-def test_compaction_remaps_labels_without_rebuild(clustered) -> None:  # type: ignore[no-untyped-def]
+def test_compaction_remaps_labels_without_rebuild(clustered: Clustered) -> None:
     ids, x = clustered(n=800)
     index = AnnIndex(16, "hnsw", rebuild_share=1.0)
     index.upsert(ids, x)
@@ -76,7 +86,7 @@ def test_compaction_remaps_labels_without_rebuild(clustered) -> None:  # type: i
     np.testing.assert_allclose(sc[:, 0], got / np.linalg.norm(x[1::3], axis=1), atol=1e-5)
 
 
-def test_ivf_exhausted_lists_fall_back_to_exact(clustered) -> None:  # type: ignore[no-untyped-def]
+def test_ivf_exhausted_lists_fall_back_to_exact(clustered: Clustered) -> None:
     ids, x = clustered(n=2000, n_centers=20)
     index = AnnIndex(16, "ivf", nlist=32, nprobe=1)
     index.upsert(ids, x)
@@ -87,7 +97,7 @@ def test_ivf_exhausted_lists_fall_back_to_exact(clustered) -> None:  # type: ign
     assert res == exact.search(x[:3], 1000)[0]  # answered by exact search
 
 
-def test_ivf_nlist_grows_with_the_index(clustered) -> None:  # type: ignore[no-untyped-def]
+def test_ivf_nlist_grows_with_the_index(clustered: Clustered) -> None:
     ids, x = clustered(n=20_000, n_centers=50)
     index = AnnIndex(16, "ivf")
     index.upsert(ids[:400], x[:400])
@@ -106,10 +116,25 @@ def test_set_search_params_and_bad_config() -> None:
     with pytest.raises(ConfigError, match="not a search parameter"):
         index.set_search_params(nprobe=3)
     with pytest.raises(ConfigError, match="kind must be"):
-        AnnIndex(8, "lsh")  # type: ignore[arg-type]
+        AnnIndex(8, "lsh")
     with pytest.raises(ConfigError, match=r"unknown hnsw parameter\(s\) \['nprobe'\]"):
         AnnIndex(8, "hnsw", nprobe=4)
     with pytest.raises(ConfigError, match="m must be an integer >= 1"):
         AnnIndex(8, "hnsw", m=0)
     with pytest.raises(ConfigError, match="rebuild_share"):
         AnnIndex(8, "ivf", rebuild_share=0)
+
+
+def test_hnsw_rebuilds_after_growth_ivf_adds(clustered: Clustered) -> None:
+    ids, x = clustered(n=1200)
+    for kind, built_after in (("hnsw", 1200), ("ivf", 1000)):
+        index = AnnIndex(16, kind)
+        index.upsert(ids[:1000], x[:1000])
+        index.search(x[:1], 1)
+        index.upsert(ids[1000:1050], x[1000:1050])  # 5% more: added to the built index
+        index.search(x[:1], 1)
+        assert (index._n_built, index._faiss.ntotal) == (1000, 1050)
+        index.upsert(ids[1050:], x[1050:])  # 17% more: HNSW is rebuilt, IVF adds
+        res, _ = index.search(x[1000:], 1)
+        assert (index._n_built, index._faiss.ntotal) == (built_after, 1200)
+        assert [r[0] for r in res] == ids[1000:]

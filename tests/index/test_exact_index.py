@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
 from lmrec.errors import ConfigError
 from lmrec.index import ExactIndex
+
+Clustered = Callable[..., tuple[list[str], np.ndarray]]
 
 
 def brute_force(
@@ -26,7 +30,7 @@ def brute_force(
 
 # A tiny block bound forces many query blocks and vector blocks (and their merges).
 @pytest.mark.parametrize("max_cells", [32_000_000, 500, 37])
-def test_matches_brute_force(clustered, max_cells: int) -> None:  # type: ignore[no-untyped-def]
+def test_matches_brute_force(clustered: Clustered, max_cells: int) -> None:
     ids, x = clustered(n=400, dim=8, seed=1)
     q = np.random.default_rng(2).normal(size=(25, 8))
     index = ExactIndex(8, max_cells=max_cells)
@@ -38,7 +42,9 @@ def test_matches_brute_force(clustered, max_cells: int) -> None:  # type: ignore
 
 
 @pytest.mark.parametrize("max_cells", [32_000_000, 50])
-def test_exclusions_allow_and_deletes_match_brute_force(clustered, max_cells) -> None:  # type: ignore[no-untyped-def]
+def test_exclusions_allow_and_deletes_match_brute_force(
+    clustered: Clustered, max_cells: int
+) -> None:
     ids, x = clustered(n=300, dim=8, seed=3)
     q = np.random.default_rng(4).normal(size=(10, 8))
     index = ExactIndex(8, max_cells=max_cells)

@@ -12,7 +12,9 @@ from lmrec.errors import ConfigError, InputError, UnknownIdError
 from lmrec.index import AnnIndex, ExactIndex, VectorIndex
 
 # exact_below=0: ``allow`` sets above 10% of the index go through faiss's ID selector.
-KINDS: dict[str, Callable[[int], VectorIndex]] = {
+Make = Callable[[int], VectorIndex]
+Filled = tuple[VectorIndex, list[str], np.ndarray]
+KINDS: dict[str, Make] = {
     "exact": lambda d: ExactIndex(d),
     "hnsw": lambda d: AnnIndex(d, "hnsw", m=16, exact_below=0),
     "ivf": lambda d: AnnIndex(d, "ivf", exact_below=0),
@@ -20,12 +22,12 @@ KINDS: dict[str, Callable[[int], VectorIndex]] = {
 
 
 @pytest.fixture(params=list(KINDS))
-def make(request: pytest.FixtureRequest) -> Callable[[int], VectorIndex]:
+def make(request: pytest.FixtureRequest) -> Make:
     return KINDS[request.param]
 
 
 @pytest.fixture
-def filled(make, clustered):  # type: ignore[no-untyped-def]
+def filled(make: Make, clustered: Callable[..., tuple[list[str], np.ndarray]]) -> Filled:
     ids, x = clustered()
     index = make(x.shape[1])
     index.upsert(ids, x)
@@ -47,7 +49,7 @@ def check_results(index: VectorIndex, q: np.ndarray, res: list[list[str]], sc: n
         assert np.all(np.isneginf(sc[i, len(row) :]))
 
 
-def test_basic_search_and_contents(filled) -> None:  # type: ignore[no-untyped-def]
+def test_basic_search_and_contents(filled: Filled) -> None:
     index, ids, x = filled
     assert len(index) == len(ids) and ids[5] in index and "nope" not in index
     assert index.ids == ids
@@ -61,7 +63,7 @@ def test_basic_search_and_contents(filled) -> None:  # type: ignore[no-untyped-d
     assert one[0][0] == ids[3]
 
 
-def test_exclude_keeps_k_results(filled) -> None:  # type: ignore[no-untyped-def]
+def test_exclude_keeps_k_results(filled: Filled) -> None:
     index, ids, x = filled
     exact = ExactIndex(x.shape[1])
     exact.upsert(ids, x)
@@ -73,7 +75,7 @@ def test_exclude_keeps_k_results(filled) -> None:  # type: ignore[no-untyped-def
     check_results(index, x[:10], res, sc)
 
 
-def test_exclude_all_but_a_few(filled) -> None:  # type: ignore[no-untyped-def]
+def test_exclude_all_but_a_few(filled: Filled) -> None:
     index, ids, x = filled
     keep = [ids[100], ids[7], ids[450]]
     excl = [set(ids) - set(keep), set(ids) - {ids[1]}]
@@ -84,7 +86,7 @@ def test_exclude_all_but_a_few(filled) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("share", [0.01, 0.5])  # small: exact path; large: faiss selector
-def test_allow_restricts_candidates(filled, share: float) -> None:  # type: ignore[no-untyped-def]
+def test_allow_restricts_candidates(filled: Filled, share: float) -> None:
     index, ids, x = filled
     allow = set(ids[:: int(1 / share)]) | {"not-in-index"}
     exact = ExactIndex(x.shape[1])
@@ -97,7 +99,7 @@ def test_allow_restricts_candidates(filled, share: float) -> None:  # type: igno
     check_results(index, x[:15], res, sc)
 
 
-def test_allow_smaller_than_k(filled) -> None:  # type: ignore[no-untyped-def]
+def test_allow_smaller_than_k(filled: Filled) -> None:
     index, ids, x = filled
     res, sc = index.search(x[:3], 10, allow=[ids[4], ids[9]])
     assert all(sorted(r) == sorted([ids[4], ids[9]]) for r in res)
@@ -105,7 +107,7 @@ def test_allow_smaller_than_k(filled) -> None:  # type: ignore[no-untyped-def]
     assert res == [[], [], []] and np.isneginf(sc).all()
 
 
-def test_upsert_replaces_in_place(filled) -> None:  # type: ignore[no-untyped-def]
+def test_upsert_replaces_in_place(filled: Filled) -> None:
     index, ids, x = filled
     old = x[10].copy()
     index.search(x[:2], 3)  # ANN: builds faiss first, so the replace leaves a tombstone
@@ -119,7 +121,7 @@ def test_upsert_replaces_in_place(filled) -> None:  # type: ignore[no-untyped-de
     check_results(index, np.stack([old, x[400]]), res, sc)
 
 
-def test_delete_removes_and_tombstones_never_return(filled) -> None:  # type: ignore[no-untyped-def]
+def test_delete_removes_and_tombstones_never_return(filled: Filled) -> None:
     index, ids, x = filled
     index.search(x[:2], 3)  # ANN: deletes below become tombstones in a built faiss index
     gone = ids[:60]  # 10%: below the compaction and rebuild shares
@@ -139,7 +141,7 @@ def test_delete_removes_and_tombstones_never_return(filled) -> None:  # type: ig
     assert all(len(r) == 10 and not set(r) & set(ids[:300]) for r in res)
 
 
-def test_fewer_items_than_k(make) -> None:  # type: ignore[no-untyped-def]
+def test_fewer_items_than_k(make: Make) -> None:
     index = make(4)
     res, sc = index.search(np.ones((2, 4)), 3)
     assert res == [[], []] and sc.shape == (2, 3) and np.isneginf(sc).all()
@@ -149,7 +151,7 @@ def test_fewer_items_than_k(make) -> None:  # type: ignore[no-untyped-def]
     np.testing.assert_allclose(sc[0, :2], unit(np.array([1.0, 0.1]))[[0, 1]], rtol=1e-6)
 
 
-def test_search_ids(filled) -> None:  # type: ignore[no-untyped-def]
+def test_search_ids(filled: Filled) -> None:
     index, ids, _ = filled
     res, _ = index.search_ids(ids[:5], 3)
     assert all(q not in r and len(r) == 3 for q, r in zip(ids[:5], res, strict=True))
@@ -161,7 +163,7 @@ def test_search_ids(filled) -> None:  # type: ignore[no-untyped-def]
         index.search_ids(ids[:1], 3, exclude=[ids[2]])
 
 
-def test_save_load_round_trip(filled, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_save_load_round_trip(filled: Filled, tmp_path: Path) -> None:
     index, ids, x = filled
     index.upsert([ids[3], "extra"], x[:2] + 1.0)
     index.delete(ids[200:400])  # compaction and, for ANN, label remapping
@@ -180,7 +182,7 @@ def test_save_load_round_trip(filled, tmp_path: Path) -> None:  # type: ignore[n
         VectorIndex.load(tmp_path)
 
 
-def test_save_load_empty(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_save_load_empty(make: Make, tmp_path: Path) -> None:
     index = make(3)
     index.save(tmp_path)
     loaded = VectorIndex.load(tmp_path)
@@ -202,7 +204,7 @@ def test_save_load_empty(make, tmp_path: Path) -> None:  # type: ignore[no-untyp
         (["a"], np.ones(4), r"shape \(n, 4\)"),
     ],
 )
-def test_bad_upserts(make, ids, vectors, match) -> None:  # type: ignore[no-untyped-def]
+def test_bad_upserts(make: Make, ids: list[str], vectors: np.ndarray, match: str) -> None:
     index = make(4)
     index.upsert(["z"], np.ones((1, 4)))
     with pytest.raises(InputError, match=match):
@@ -210,7 +212,7 @@ def test_bad_upserts(make, ids, vectors, match) -> None:  # type: ignore[no-unty
     assert index.ids == ["z"]  # a failed upsert changes nothing
 
 
-def test_bad_searches(filled) -> None:  # type: ignore[no-untyped-def]
+def test_bad_searches(filled: Filled) -> None:
     index, ids, x = filled
     with pytest.raises(InputError, match=r"shape \(n, 16\)"):
         index.search(np.ones((2, 15)), 3)
@@ -229,6 +231,6 @@ def test_bad_searches(filled) -> None:  # type: ignore[no-untyped-def]
         index.search(x[:1], 3, allow=ids[0])
 
 
-def test_dim_must_be_positive(make) -> None:  # type: ignore[no-untyped-def]
+def test_dim_must_be_positive(make: Make) -> None:
     with pytest.raises(ConfigError, match="dim must be a positive integer"):
         make(0)

@@ -1,12 +1,17 @@
 """Approximate cosine search on faiss-cpu (HNSW or IVF-Flat), behind `VectorIndex`.
 
-Default: DEFAULT-TBD
+Default: IVF-Flat with nlist ~ 4 sqrt(n) and nprobe=16. On 1M x 384 clustered vectors
+(benchmarks/RESULTS.md, bench_index.py) it kept recall@10 1.000 at 74x the exact QPS (nprobe=8:
+0.998 at 146x), while faiss's HNSW stayed below 0.92 recall at every efSearch tried.
 
 Bookkeeping: faiss numbers vectors in the order they are added ("labels"); `_label_slot` maps
 them to slots of the vector store. Replacing or deleting an ID kills its label (a tombstone,
-skipped inside faiss with an ID-selector bitmap); when dead labels exceed ``rebuild_share`` of
-the faiss index, the next search rebuilds it (HNSW in faiss cannot remove vectors). New and
-replaced vectors go into faiss in one batch at the next search (or `rebuild` / `save`).
+skipped inside faiss with an ID-selector bitmap). New and replaced vectors go into faiss in one
+``add`` at the next search (or `rebuild` / `save`). When dead labels, or for HNSW labels added
+since the last build, exceed ``rebuild_share`` of the index, the next search rebuilds it
+instead: HNSW in faiss cannot remove vectors, and (measured with faiss 1.15.1, 200k x 384)
+vectors added to a built HNSW graph are found less well: recall@10 at efSearch=32 fell from
+0.92 to 0.91 / 0.85 / 0.79 when the last 10% / 20% / 50% came in a later ``add``.
 
 Exclusions: faiss is first asked for ``k`` plus the largest exclusion count (at most ``4k``)
 neighbours; queries still short of ``k`` allowed results ask again with twice as many, up to
@@ -18,6 +23,7 @@ exactly; larger ones filter inside faiss with a selector.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,10 +37,11 @@ from lmrec.index.exact import exact_search
 Kind = Literal["hnsw", "ivf"]
 FAISS_FILE = "faiss.index"
 LABELS_FILE = "labels.npy"
+STATE_FILE = "ann.json"
 #: Parameters per kind; ``nlist=None`` means about 4 sqrt(n), a power of two.
 DEFAULTS: dict[str, dict[str, int | None]] = {
     "hnsw": {"m": 32, "ef_construction": 40, "ef_search": 64},
-    "ivf": {"nlist": None, "nprobe": 32, "train_size": None, "train_iters": 10},
+    "ivf": {"nlist": None, "nprobe": 16, "train_size": None, "train_iters": 10},
 }
 #: Parameters that `AnnIndex.set_search_params` may change without a rebuild.
 SEARCH_PARAMS = {"hnsw": ("ef_search",), "ivf": ("nprobe",)}
@@ -42,7 +49,6 @@ SEARCH_PARAMS = {"hnsw": ("ef_search",), "ivf": ("nprobe",)}
 MAX_FETCH = 2048
 #: ``allow`` sets up to this share of the index are searched exactly.
 EXACT_SHARE = 0.1
-_ADD_CHUNK = 65_536
 
 
 class AnnIndex(VectorIndex):
@@ -50,9 +56,10 @@ class AnnIndex(VectorIndex):
 
     Args:
         dim: Dimension of every vector.
-        kind: ``"hnsw"`` (``IndexHNSWFlat``) or ``"ivf"`` (``IndexIVFFlat``).
+        kind: ``"ivf"`` (``IndexIVFFlat``, the default) or ``"hnsw"`` (``IndexHNSWFlat``).
         threads: faiss OpenMP threads, set (process-wide) before each build and search.
-        rebuild_share: Share of dead labels in faiss that triggers a rebuild.
+        rebuild_share: Share of faiss's labels that may be dead (deleted or replaced) or, for
+            HNSW, added since the last build, before the next search rebuilds it.
         exact_below: ``allow`` sets up to this size are searched exactly.
         **params: hnsw: ``m``, ``ef_construction``, ``ef_search``; ivf: ``nlist``, ``nprobe``,
             ``train_size`` (default ``64 * nlist``), ``train_iters`` (k-means iterations).
@@ -63,10 +70,10 @@ class AnnIndex(VectorIndex):
     def __init__(
         self,
         dim: int,
-        kind: Kind = "hnsw",
+        kind: Kind = "ivf",
         *,
         threads: int = 2,
-        rebuild_share: float = 0.2,
+        rebuild_share: float = 0.1,
         exact_below: int = 50_000,
         **params: int | None,
     ) -> None:
@@ -91,6 +98,7 @@ class AnnIndex(VectorIndex):
         self._label_slot = np.empty(0, dtype=np.int64)  # label -> slot, -1 if dead
         self._slot_label = np.empty(0, dtype=np.int64)  # slot -> label, -1 if not in faiss
         self._n_labels = 0
+        self._n_built = 0  # labels added by the last rebuild
         self._n_dead = 0
         self._dirty = False  # live slots not yet in faiss
 
@@ -138,6 +146,7 @@ class AnnIndex(VectorIndex):
             index.train(self._vecs[sample])
         self._faiss = index
         self._add(live)
+        self._n_built = self._n_labels
 
     # -- hooks ---------------------------------------------------------------------------------
     def _after_upsert(self, replaced: np.ndarray, new_slots: np.ndarray) -> None:
@@ -165,6 +174,7 @@ class AnnIndex(VectorIndex):
             return
         faiss.write_index(self._faiss, str(out / FAISS_FILE))
         np.save(out / LABELS_FILE, self._label_slot[: self._n_labels], allow_pickle=False)
+        (out / STATE_FILE).write_text(json.dumps({"n_built": self._n_built}))
 
     def _load_extra(self, src: Path) -> None:
         self._slot_label = np.full(self._n_slots, -1, dtype=np.int64)
@@ -176,6 +186,7 @@ class AnnIndex(VectorIndex):
         if len(ls) != self._faiss.ntotal or (len(ls) and ls.max() >= self._n_slots):
             raise InputError(f"{LABELS_FILE} does not match {FAISS_FILE}", path=src)
         self._label_slot, self._n_labels = ls, len(ls)
+        self._n_built = int(json.loads((src / STATE_FILE).read_text())["n_built"])
         alive = np.flatnonzero(ls >= 0)
         self._slot_label[ls[alive]] = alive
         self._n_dead = len(ls) - len(alive)
@@ -257,23 +268,35 @@ class AnnIndex(VectorIndex):
 
     # -- internals -----------------------------------------------------------------------------
     def _sync(self) -> None:
-        """Bring faiss up to date: rebuild if needed, else add pending vectors."""
-        stale = self._n_dead > self.rebuild_share * self._n_labels
-        if self.kind == "ivf" and self._faiss is not None:
-            stale = stale or self._nlist_for(len(self)) >= 2 * self._faiss.nlist
-        if self._faiss is None or stale:
-            if len(self) or self._faiss is not None:
+        """Bring faiss up to date: rebuild when stale, else add the pending vectors."""
+        if self._faiss is None:
+            if len(self):
                 self.rebuild()
             return
+        n = self._n_slots
+        pending = np.empty(0, dtype=np.int64)
         if self._dirty:
-            n = self._n_slots
-            self._add(np.flatnonzero(self._live[:n] & (self._slot_label[:n] < 0)))
-            self._dirty = False
+            pending = np.flatnonzero(self._live[:n] & (self._slot_label[:n] < 0))
+        churn = self._n_dead
+        if self.kind == "hnsw":  # faiss's HNSW serves vectors added after a build worse
+            churn += self._n_labels - self._n_built + len(pending)
+        stale = churn > self.rebuild_share * (self._n_labels + len(pending))
+        if self.kind == "ivf":
+            stale = stale or self._nlist_for(len(self)) >= 2 * self._faiss.nlist
+        if stale:
+            self.rebuild()
+        elif len(pending):
+            self._add(pending)
+        self._dirty = False
 
     def _add(self, slots: np.ndarray) -> None:
         faiss.omp_set_num_threads(self.threads)
-        for c0 in range(0, len(slots), _ADD_CHUNK):
-            self._faiss.add(self._vecs[slots[c0 : c0 + _ADD_CHUNK]])
+        if not len(slots):
+            return
+        # One add() call: faiss's HNSW builds a much worse graph from several large add()s.
+        # Sorted slots without gaps are a view, not a copy.
+        contiguous = slots[-1] - slots[0] + 1 == len(slots)
+        self._faiss.add(self._vecs[slots[0] : slots[-1] + 1] if contiguous else self._vecs[slots])
         labels = np.arange(self._n_labels, self._n_labels + len(slots), dtype=np.int64)
         self._label_slot = _grow(self._label_slot, self._n_labels + len(slots))
         self._label_slot[labels] = slots
