@@ -251,3 +251,62 @@ def test_split_with_rating_filter_and_kcore(files: dict[str, Path], tmp_path: Pa
     assert (allp["rating:float"] >= 3).all()
     assert allp.groupby("user_id:token").size().min() >= 3
     assert allp.groupby("item_id:token").size().min() >= 3
+
+
+def test_similar_items_for_a_text_model(files: dict[str, Path], tmp_path: Path) -> None:
+    items = pd.DataFrame(
+        {
+            "item_id": [f"m{i}" for i in range(30)],
+            "title": [("Space alien sci-fi war" if i < 15 else "Romantic love comedy") + f" {i}"
+                      for i in range(30)],
+        }
+    )  # fmt: skip
+    items.to_csv(tmp_path / "items.csv", index=False)
+    out = tmp_path / "text-model"
+    code, _, stderr = run(
+        "fit", "--train", files["train"], "--items", tmp_path / "items.csv", "--model", "text",
+        "--out", out,
+    )  # fmt: skip
+    assert code == 0, stderr
+    code, stdout, stderr = run("similar", "--model", out, "--item", "m3", "--k", "5")
+    assert code == 0, stderr
+    sims = pd.read_csv(__import__("io").StringIO(stdout))
+    assert list(sims.columns) == ["item_id", "title", "rank", "score"]
+    assert len(sims) == 5 and "m3" not in set(sims["item_id"])
+    assert all(int(i[1:]) < 15 for i in sims["item_id"])  # the same topic
+    code, stdout, _ = run("similar", "--model", out, "--item", "m20", "--format", "json")
+    assert code == 0 and json.loads(stdout)["similar"][0]["title"].startswith("Romantic")
+    code, _, stderr = run("similar", "--model", out, "--item", "nope")
+    assert code == 2 and "nope" in stderr
+
+
+def test_similar_needs_item_vectors(model_dir: Path) -> None:
+    code, _, stderr = run("similar", "--model", model_dir, "--item", "m1")
+    assert code == 2 and "no item similarity" in stderr
+
+
+def test_models_lists_the_registry() -> None:
+    code, stdout, _ = run("models")
+    assert code == 0
+    names = {line.split()[0] for line in stdout.splitlines() if line.strip()}
+    assert {"ease", "text", "two-tower", "sasrec"} <= names
+
+
+def test_evaluate_among_heldout_items(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    rows = [(f"u{u}", f"i{i}") for u in range(60) for i in rng.choice(40, 8, replace=False)]
+    pd.DataFrame(rows, columns=["user_id", "item_id"]).to_csv(tmp_path / "all.csv", index=False)
+    args = ["evaluate", "--data", tmp_path / "all.csv", "--protocol", "cold-item",
+            "--models", "pop", "--no-tune"]  # fmt: skip
+    code, _, stderr = run(*args, "--out", tmp_path / "all", "--candidates", "heldout")
+    assert code == 0, stderr
+    report = json.loads((tmp_path / "all" / "results.json").read_text())
+    assert report["candidates"] == "heldout"
+    heldout = report["models"]["pop"]["test"]["recall@10"]
+    code, _, stderr = run(*args, "--out", tmp_path / "full")
+    full = json.loads((tmp_path / "full" / "results.json").read_text())
+    # pop never ranks a cold item among all items; among the held-out ones it must
+    assert full["models"]["pop"]["test"]["recall@10"] == 0.0
+    assert heldout > 0.0
+    code, _, stderr = run(*args, "--out", tmp_path / "x", "--candidates", tmp_path / "none.txt")
+    assert code == 2 and "none.txt" in stderr

@@ -199,7 +199,9 @@ def data_split(
 @handle_errors
 def fit(
     train: Annotated[Path, typer.Option(help="Training interactions (CSV/TSV/Parquet/.inter).")],
-    model: Annotated[str, typer.Option(help="Model name (pop, itemknn, ease, als, bpr).")],
+    model: Annotated[
+        str, typer.Option(help="Model name (see `lmrec models`), e.g. ease, two-tower, sasrec.")
+    ],
     out: Annotated[Path, typer.Option(help="Folder to save the fitted model.")],
     valid: Annotated[
         Path | None,
@@ -319,6 +321,49 @@ def recommend(
         recs.to_csv(sys.stdout, index=False)
 
 
+@app.command("models")
+@handle_errors
+def list_models() -> None:
+    """List the registered models and what each is."""
+    from lmrec.models.base import get_model_class, model_names
+
+    for name in model_names():
+        doc = (get_model_class(name).__doc__ or "").strip().splitlines()
+        typer.echo(f"{name:12s} {doc[0] if doc else ''}")
+
+
+@app.command()
+@handle_errors
+def similar(
+    model: Annotated[Path, typer.Option(help="Folder of a fitted model.")],
+    item: Annotated[str, typer.Option(help="Item ID.")],
+    k: Annotated[int, typer.Option(min=1, max=10_000, help="List length.")] = 10,
+    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+) -> None:
+    """Items most similar to one item (models with item vectors: text, two-tower, text-seq)."""
+    from lmrec.data.schema import item_titles
+    from lmrec.models.base import Recommender
+
+    if fmt not in ("csv", "json"):
+        raise ConfigError(f"--format must be csv or json, not '{fmt}'")
+    rec = Recommender.load(model)
+    similar_items = getattr(rec, "similar_items", None)
+    if similar_items is None:
+        raise ConfigError(
+            f"model '{rec.name}' has no item similarity; use one with item vectors "
+            "(text, two-tower, text-seq)"
+        )
+    sims = similar_items(item, k=k)
+    titles = item_titles(rec.item_table)
+    if titles is not None:
+        sims.insert(1, "title", [str(titles.get(i, "")) for i in sims["item_id"]])
+    if fmt == "json":
+        rows = sims.to_dict(orient="records")
+        typer.echo(json.dumps({"item_id": item, "similar": rows}, indent=2, ensure_ascii=False))
+    else:
+        sims.to_csv(sys.stdout, index=False)
+
+
 @app.command()
 @handle_errors
 def evaluate(
@@ -337,6 +382,13 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Split seed.")] = 2020,
     tune: Annotated[bool, typer.Option(help="Search each model's grid on validation.")] = True,
     ks: Annotated[str, typer.Option(help="Comma-separated cut-offs.")] = "10,20",
+    candidates: Annotated[
+        str,
+        typer.Option(
+            help="Rank among: 'all' items, the 'heldout' items of each stage (cold-item "
+            "split: the held-out items), or the item IDs in a file."
+        ),
+    ] = "all",
     min_rating: MinRatingOpt = None,
     kcore_k: KCoreOpt = 0,
 ) -> None:
@@ -359,6 +411,9 @@ def evaluate(
         raise ConfigError(f"--ks must be comma-separated integers, not '{ks}'") from None
     if not cutoffs or cutoffs[0] < 1:
         raise ConfigError("--ks values must be >= 1")
+    cand: Any = candidates
+    if candidates not in ("all", "heldout"):
+        cand = _read_id_list(Path(candidates), "item_id")
     loaded = load_data(data)
     if isinstance(loaded, Split):
         split = loaded
@@ -372,8 +427,13 @@ def evaluate(
         f"test {split.test.n_interactions} interactions"
     )
     cfg = EvalConfig(ks=cutoffs, select_metric=f"ndcg@{cutoffs[0]}", tune=tune)
-    runs = compare(split, names, cfg, log=_info)
-    meta = {"data": data, "protocol": split.protocol, "seed": split.seed}
+    runs = compare(split, names, cfg, log=_info, candidates=cand)
+    meta = {
+        "data": data,
+        "protocol": split.protocol,
+        "seed": split.seed,
+        "candidates": candidates,
+    }
     save_json(runs, out / "results.json", meta)
     plot_png(runs, out / "results.png", title=f"{data} / {split.protocol}")
     typer.echo(markdown_table(runs))

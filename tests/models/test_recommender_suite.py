@@ -13,7 +13,7 @@ from lmrec.errors import ConfigError, UnknownIdError
 from lmrec.models import create_model, model_names
 from lmrec.models.base import NotFittedError, Recommender
 
-MODELS = ["pop", "itemknn", "ease", "als", "bpr", "text", "sasrec"]
+MODELS = ["pop", "itemknn", "ease", "als", "bpr", "text", "sasrec", "two-tower", "meta-knn"]
 TOPICS = (
     ["Space battle sci-fi epic", "Alien invasion action thriller", "Robot war science fiction",
      "Starship adventure in deep space", "Time travel sci-fi mystery"],
@@ -25,6 +25,7 @@ FAST = {
     "als": {"factors": 8, "iterations": 10, "regularization": 0.1, "num_threads": 1},
     "bpr": {"factors": 8, "iterations": 100, "learning_rate": 0.02, "batch_size": 64},
     "itemknn": {"k": 10},
+    "meta-knn": {"fields": ["title"], "k": 10},
     "ease": {"reg_weight": 1.0},
     "sasrec": {
         "hidden_size": 16,
@@ -37,6 +38,17 @@ FAST = {
         "epochs": 10,
         "batch_size": 16,
         "learning_rate": 0.01,
+        "num_threads": 1,
+    },
+    "two-tower": {
+        "dim": 16,
+        "hidden": 32,
+        "epochs": 15,
+        "batch_size": 64,
+        "learning_rate": 0.01,
+        "hard_negatives": 2,
+        "hard_from_rank": 2,
+        "hard_pool": 8,
         "num_threads": 1,
     },
 }

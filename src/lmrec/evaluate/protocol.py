@@ -105,6 +105,10 @@ def evaluate(
     """
     cfg = config or EvalConfig()
     users_map, items_map, seen = model._check()
+    popularity = model.popularity()
+    if stage == "test" and hasattr(model, "with_history"):
+        # sequential models read the validation interactions as history on test, as RecBole
+        model = model.with_history(split.fitted())
     target = getattr(split, stage)
     relevant = target.matrix(users_map, items_map)
     exclude = split.valid.matrix(users_map, items_map) if stage == "test" else None
@@ -117,7 +121,7 @@ def evaluate(
     acc = MetricAccumulator(
         cfg.ks,
         len(items_map),
-        model.popularity(),
+        popularity,
         n_train_users=int((np.diff(seen.indptr) > 0).sum()),
         item_features=item_features,
         tail_share=cfg.tail_share,
@@ -138,6 +142,30 @@ def evaluate(
     return EvalResult(metrics=acc.result(), slices=slices, n_users=len(users))
 
 
+Candidates = Literal["all", "heldout"] | Sequence[str]
+
+
+def candidate_items(
+    split: Split, stage: Literal["valid", "test"], candidates: Candidates
+) -> np.ndarray | None:
+    """Dense item indices to rank among on ``stage`` (None: the whole catalog).
+
+    ``heldout`` means the items that have interactions in that stage's part (on a cold-item
+    split: the held-out items); a list of item IDs is used as given on every stage.
+    """
+    items = split.train.item_map()
+    if isinstance(candidates, str) and candidates == "all":
+        return None
+    if isinstance(candidates, str) and candidates == "heldout":
+        part = getattr(split, stage).interactions
+        return np.unique(items.index(part["item_id"].unique(), "item"))
+    if isinstance(candidates, str):
+        raise ConfigError(
+            f"candidates must be 'all', 'heldout' or a list of IDs, not {candidates!r}"
+        )
+    return np.unique(items.index(list(candidates), "item"))
+
+
 def config_grid(model_name: str, max_trials: int, seed: int) -> list[dict[str, Any]]:
     """The model's search grid as a list of configs (a seeded random subset if too large)."""
     space = get_model_class(model_name).search_space
@@ -156,8 +184,11 @@ def select_config(
     config: EvalConfig | None = None,
     grid: Sequence[dict[str, Any]] | None = None,
     base: dict[str, Any] | None = None,
+    candidates: Candidates = "all",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Pick the config with the best validation ``select_metric``.
+
+    ``candidates`` restricts the validation ranking as in `candidate_items`.
 
     Returns:
         The best config overrides and one record per trial (config, metric, seconds).
@@ -166,6 +197,7 @@ def select_config(
     trials_cfg = (
         list(grid) if grid is not None else config_grid(model_name, cfg.max_trials, cfg.seed)
     )
+    valid_cand = candidate_items(split, "valid", candidates)
     trials: list[dict[str, Any]] = []
     best: tuple[float, dict[str, Any]] = (-np.inf, {})
     for overrides in tqdm(
@@ -178,7 +210,7 @@ def select_config(
         t0 = time.perf_counter()
         model = create_model(model_name, **params).fit(split.train, valid=split.valid)
         params = {**params, **model.fitted_params()}
-        res = evaluate(model, split, "valid", cfg)
+        res = evaluate(model, split, "valid", cfg, candidates=valid_cand)
         value = res.metrics.get(cfg.select_metric)
         if value is None:
             raise ConfigError(f"unknown select_metric '{cfg.select_metric}'")
@@ -196,6 +228,7 @@ def compare(
     config: EvalConfig | None = None,
     configs: dict[str, dict[str, Any]] | None = None,
     log: Callable[[str], None] | None = None,
+    candidates: Candidates = "all",
 ) -> list[ModelRun]:
     """Tune (optionally) and test each model on ``split``; one `ModelRun` per model.
 
@@ -205,18 +238,21 @@ def compare(
         config: Evaluation settings.
         configs: Fixed config overrides per model (tuning searches around them).
         log: Where progress lines go.
+        candidates: Rank among these items on valid and test (see `candidate_items`).
     """
     cfg = config or EvalConfig()
     for name in model_names:
         get_model_class(name)  # fail on a bad name before any work
     features = category_features(split.train)
+    valid_cand = candidate_items(split, "valid", candidates)
+    test_cand = candidate_items(split, "test", candidates)
     runs = []
     for name in model_names:
         base = (configs or {}).get(name, {})
         trials: list[dict[str, Any]] = []
         params = dict(base)
         if cfg.tune:
-            params, trials = select_config(name, split, cfg, base=base)
+            params, trials = select_config(name, split, cfg, base=base, candidates=candidates)
         t0 = time.perf_counter()
         if cfg.tune:  # params already hold what early stopping learned
             model = create_model(name, **params).fit(split.train)
@@ -224,8 +260,8 @@ def compare(
             model = create_model(name, **params).fit(split.train, valid=split.valid)
             params = {**params, **model.fitted_params()}
         fit_s = time.perf_counter() - t0
-        valid = evaluate(model, split, "valid", cfg).metrics
-        test = evaluate(model, split, "test", cfg, item_features=features)
+        valid = evaluate(model, split, "valid", cfg, candidates=valid_cand).metrics
+        test = evaluate(model, split, "test", cfg, candidates=test_cand, item_features=features)
         runs.append(ModelRun(name, params, valid, test, fit_s, trials))
         if log:
             log(

@@ -5,19 +5,25 @@ from lmrec.models.bpr import BPR
 from lmrec.models.ease import EASE
 from lmrec.models.implicit_mf import ALS
 from lmrec.models.itemknn import ItemKNN
+from lmrec.models.metadata import MetadataKNN
 from lmrec.models.popularity import Popularity
 from lmrec.models.sasrec import SASRec
 from lmrec.models.text import TextRecommender
+from lmrec.models.text_seq import TextSeq
+from lmrec.models.two_tower import TwoTower
 
 __all__ = [
     "ALS",
     "BPR",
     "EASE",
     "ItemKNN",
+    "MetadataKNN",
     "Popularity",
     "Recommender",
     "SASRec",
     "TextRecommender",
+    "TextSeq",
+    "TwoTower",
     "create_model",
     "get_model_class",
     "model_names",
