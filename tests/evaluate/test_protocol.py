@@ -102,3 +102,38 @@ def test_select_config_picks_the_best_validation_trial() -> None:
     runs = compare(split, ["pop", "ease"], EvalConfig(tune=False))
     assert [r.model for r in runs] == ["pop", "ease"]
     assert all(0 <= r.test.metrics["ndcg@10"] <= 1 for r in runs)
+
+
+def test_validation_ndcg_ranks_among_valid_candidates() -> None:
+    from lmrec.models.early_stopping import validation_ndcg
+
+    split = tiny_split()
+    model = FixedScores(np.array([6, 5, 4, 3, 2, 1])).fit(split.train)
+    relevant = split.valid.matrix(model.users, model.items)
+    # with training items excluded, u1's valid b and u2's valid c both come first
+    full = validation_ndcg(model, relevant, k=1)
+    assert full == 1.0
+    model.valid_candidates = np.array([2, 4, 5])  # c, e, f: only u2's valid item c counts
+    assert validation_ndcg(model, relevant, k=1) == 1.0
+    model.valid_candidates = np.array([4, 5])  # no valid item among the candidates
+    assert validation_ndcg(model, relevant, k=1) == 0.0
+
+
+def test_sequential_models_test_from_train_plus_valid_history() -> None:
+    split = tiny_split()
+
+    class Recent(FixedScores):
+        """Scores only the item after the user's most recent history item."""
+
+        name = "recent-test"
+
+        def with_history(self, dataset: Dataset) -> Recent:
+            other = Recent(self.fixed)
+            other.fit(dataset)
+            other.fixed = self.fixed * 0
+            other.fixed[3] = 1.0  # d, the item after valid items in this toy order
+            return other
+
+    model = Recent(np.array([6, 5, 4, 3, 2, 1])).fit(split.train)
+    res = evaluate(model, split, "test", EvalConfig(ks=[1]))
+    assert res.metrics["hit@1"] == 0.5  # u2's test item d: found only through with_history

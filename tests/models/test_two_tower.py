@@ -125,3 +125,24 @@ def test_early_stopping_reports_epochs(data: Dataset) -> None:
     m.fit(data.with_interactions(inter[~last]), valid=data.with_interactions(inter[last]))
     assert 1 <= m.fitted_params()["epochs"] <= 30
     assert len(m.history) < 30 or m.best_epoch == 30
+
+
+def test_full_encoder_finetuning_is_saved_with_the_model(
+    data: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LMREC_CACHE", str(tmp_path / "cache"))
+    cfg = {**FAST["two-tower"], "epochs": 2}
+    tuned = TwoTower(**cfg, finetune={"pairs": 16, "batch_size": 8, "learning_rate": 1e-4})
+    tuned.fit(data)
+    frozen = TwoTower(**cfg).fit(data)
+    assert tuned.encoder_dir is not None and (tuned.encoder_dir / "config.json").is_file()
+    assert tuned.text_vectors is not None and frozen.text_vectors is not None
+    # the encoder itself moved: item text vectors differ from the packaged model's
+    assert not np.allclose(tuned.text_vectors, frozen.text_vectors, atol=1e-4)
+    tuned.save(tmp_path / "m")
+    loaded = Recommender.load(tmp_path / "m")
+    assert isinstance(loaded, TwoTower) and loaded.encoder_dir == tmp_path / "m" / "encoder"
+    row = {"item_id": ["new"], "title": ["Space battle sci-fi epic (part 0)"]}
+    loaded.add_items(pd.DataFrame(row))  # embedded by the saved fine-tuned encoder
+    assert loaded.text_vectors is not None
+    np.testing.assert_allclose(loaded.text_vectors[-1], tuned.text_vectors[0], atol=1e-5)

@@ -198,6 +198,7 @@ def select_config(
         list(grid) if grid is not None else config_grid(model_name, cfg.max_trials, cfg.seed)
     )
     valid_cand = candidate_items(split, "valid", candidates)
+    valid_ids = None if valid_cand is None else list(split.train.item_map().to_ids(valid_cand))
     trials: list[dict[str, Any]] = []
     best: tuple[float, dict[str, Any]] = (-np.inf, {})
     for overrides in tqdm(
@@ -208,7 +209,9 @@ def select_config(
     ):
         params = {**(base or {}), **overrides}
         t0 = time.perf_counter()
-        model = create_model(model_name, **params).fit(split.train, valid=split.valid)
+        model = create_model(model_name, **params).fit(
+            split.train, valid=split.valid, valid_candidates=valid_ids
+        )
         params = {**params, **model.fitted_params()}
         res = evaluate(model, split, "valid", cfg, candidates=valid_cand)
         value = res.metrics.get(cfg.select_metric)
@@ -257,7 +260,12 @@ def compare(
         if cfg.tune:  # params already hold what early stopping learned
             model = create_model(name, **params).fit(split.train)
         else:
-            model = create_model(name, **params).fit(split.train, valid=split.valid)
+            valid_ids = None
+            if valid_cand is not None:
+                valid_ids = list(split.train.item_map().to_ids(valid_cand))
+            model = create_model(name, **params).fit(
+                split.train, valid=split.valid, valid_candidates=valid_ids
+            )
             params = {**params, **model.fitted_params()}
         fit_s = time.perf_counter() - t0
         valid = evaluate(model, split, "valid", cfg, candidates=valid_cand).metrics

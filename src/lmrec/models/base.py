@@ -71,6 +71,7 @@ class Recommender(ABC):
         self.seen: sp.csr_matrix | None = None
         self.item_table: pd.DataFrame | None = None
         self.valid_matrix: sp.csr_matrix | None = None
+        self.valid_candidates: np.ndarray | None = None  # item indices, while fitting only
 
     # -- to implement --------------------------------------------------------------------
     @abstractmethod
@@ -88,14 +89,27 @@ class Recommender(ABC):
     def _set_state(self, state: dict[str, np.ndarray]) -> None:  # noqa: B027 (optional hook)
         """Restore what `_state` returned."""
 
+    def _save_files(self, out: Path) -> None:  # noqa: B027 (optional hook)
+        """Write files beyond the arrays (e.g. a fine-tuned encoder) into the model folder."""
+
+    def _load_files(self, src: Path) -> None:  # noqa: B027 (optional hook)
+        """Pick up what `_save_files` wrote."""
+
     # -- public API ----------------------------------------------------------------------
-    def fit(self, dataset: Dataset, valid: Dataset | None = None) -> Self:
+    def fit(
+        self,
+        dataset: Dataset,
+        valid: Dataset | None = None,
+        valid_candidates: Sequence[str] | None = None,
+    ) -> Self:
         """Fit on every interaction of ``dataset``; returns ``self``.
 
         Args:
             dataset: Training data; its item and user tables define the ID universe.
             valid: Held-out interactions that iterative models use for early stopping; the
                 epoch they stop at is reported by `fitted_params`.
+            valid_candidates: Rank only these items when early stopping (as the evaluation
+                will, e.g. the held-out items of a cold-item split).
         """
         if dataset.n_interactions == 0:
             raise InputError(f"cannot fit '{self.name}' on a dataset with no interactions")
@@ -104,10 +118,13 @@ class Recommender(ABC):
         self.seen = dataset.matrix(self.users, self.items)
         self.item_table = dataset.items
         self.valid_matrix = valid.matrix(self.users, self.items) if valid is not None else None
+        if valid_candidates is not None:
+            self.valid_candidates = self.items.index(valid_candidates, "item")
         try:
             self._fit(self.seen, dataset)
         finally:
             self.valid_matrix = None  # never persisted, never used after fitting
+            self.valid_candidates = None
         return self
 
     def fitted_params(self) -> dict[str, Any]:
@@ -262,6 +279,7 @@ class Recommender(ABC):
         np.savez(out / STATE_FILE, **arrays)  # type: ignore[arg-type]
         if self.item_table is not None and len(self.item_table.columns):
             self.item_table.to_parquet(out / ITEMS_FILE)
+        self._save_files(out)
         return out
 
     @classmethod
@@ -287,6 +305,7 @@ class Recommender(ABC):
             model._set_state({k[2:]: z[k] for k in z.files if k.startswith("m_")})
         items_path = src / ITEMS_FILE
         model.item_table = pd.read_parquet(items_path) if items_path.is_file() else None
+        model._load_files(src)
         return model
 
 

@@ -13,13 +13,22 @@ from lmrec.models.topk import user_batch_size
 
 
 def validation_ndcg(model: Recommender, relevant: sp.csr_matrix, k: int = 10) -> float:
-    """Mean NDCG@k over users with validation items (training items excluded)."""
+    """Mean NDCG@k over users with validation items (training items excluded).
+
+    While fitting with ``valid_candidates``, only those items are ranked (and relevant).
+    """
+    cand = model.valid_candidates
+    if cand is not None:
+        keep = np.zeros(relevant.shape[1], dtype=np.float32)
+        keep[cand] = 1.0
+        relevant = sp.csr_matrix(relevant @ sp.diags(keep))
+        relevant.eliminate_zeros()
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
     total = 0.0
     step = user_batch_size(relevant.shape[1])
     for start in range(0, len(users), step):
         batch = users[start : start + step]
-        idx, _ = model.topk_idx(batch, k)
+        idx, _ = model.topk_idx(batch, k, candidates=cand)
         rel = relevant[batch]
         hits = hits_matrix(idx, rel)
         total += float(per_user_metrics(hits, np.diff(rel.indptr), [k])[f"ndcg@{k}"].sum())

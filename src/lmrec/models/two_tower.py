@@ -25,17 +25,21 @@ from __future__ import annotations
 
 import copy
 import functools
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
+from tqdm.auto import tqdm
 
 from lmrec.data.item_text import ItemTextConfig, item_texts
 from lmrec.data.schema import ITEM, USER, Dataset, IdMap
-from lmrec.errors import InputError
+from lmrec.encoders.finetune import FinetuneConfig
+from lmrec.errors import ConfigError, InputError
 from lmrec.models.base import ModelConfig, NotFittedError, Recommender, register
 from lmrec.models.early_stopping import EarlyStopping, validation_ndcg
 from lmrec.models.sasrec import _Adam, _torch_threads
@@ -44,6 +48,9 @@ from lmrec.models.topk import user_batch_size
 
 if TYPE_CHECKING:
     import torch
+
+#: Sub-folder of a saved model that holds its fine-tuned encoder.
+ENCODER_DIR = "encoder"
 
 
 class TwoTowerConfig(ModelConfig):
@@ -54,21 +61,24 @@ class TwoTowerConfig(ModelConfig):
     dim: int = Field(64, gt=0, description="Size of the user and item embeddings.")
     hidden: int = Field(256, ge=0, description="Adapter hidden width (0: a linear projection).")
     id_embeddings: bool = Field(True, description="Add a learned ID vector to warm items.")
-    id_dropout: float = Field(0.3, ge=0, le=1, description="Chance an ID vector is dropped.")
+    id_dropout: float = Field(0.5, ge=0, le=1, description="Chance an ID vector is dropped.")
     temperature: float = Field(0.05, gt=0, description="Softmax temperature on cosines.")
     logq: bool = Field(True, description="Log-Q correct in-batch negatives by popularity.")
     hard_negatives: int = Field(8, ge=0, description="Sampled hard negatives per example.")
     hard_from_rank: int = Field(20, ge=0, description="Ranks skipped before hard negatives.")
     hard_pool: int = Field(100, gt=0, description="Ranks that hard negatives are drawn from.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout inside the adapters.")
-    learning_rate: float = Field(0.001, gt=0, description="Adam step size.")
+    learning_rate: float = Field(0.0003, gt=0, description="Adam step size.")
     weight_decay: float = Field(0.0, ge=0, description="Adam L2 penalty.")
     batch_size: int = Field(1024, gt=1, description="Training pairs per step.")
-    epochs: int = Field(100, gt=0, description="Passes over the pairs (the most, with valid).")
-    patience: int = Field(5, gt=0, description="Epochs without NDCG@10 gain before stopping.")
+    epochs: int = Field(20, gt=0, description="Passes over the pairs (the most, with valid).")
+    patience: int = Field(3, gt=0, description="Epochs without NDCG@10 gain before stopping.")
     seed: int = Field(2020, description="Seed for initialisation, shuffling and sampling.")
     num_threads: int = Field(0, ge=0, description="torch threads while fitting (0: as is).")
     batch_size_encode: int = Field(64, gt=0, description="Texts per encoder batch.")
+    finetune: FinetuneConfig | None = Field(
+        None, description="First fine-tune the whole encoder on consecutive-item pairs."
+    )
 
 
 @functools.cache
@@ -135,9 +145,8 @@ class TwoTower(Recommender):
     name = "two-tower"
     Config = TwoTowerConfig
     search_space: ClassVar[dict[str, list[Any]]] = {
-        "temperature": [0.05, 0.1],
-        "id_dropout": [0.0, 0.3, 1.0],
-        "hard_negatives": [0, 8],
+        "id_dropout": [0.1, 0.5, 1.0],
+        "learning_rate": [0.0003, 0.001],
     }
     config: TwoTowerConfig
 
@@ -150,13 +159,40 @@ class TwoTower(Recommender):
         self.user_vectors: np.ndarray | None = None  # (n_users, dim)
         self.best_epoch = 0
         self.history: list[tuple[int, float]] = []
+        self.encoder_dir: Path | None = None  # the fine-tuned encoder, if any
 
     # -- text ----------------------------------------------------------------------------
     def encoder(self) -> Any:
-        """The (process-wide cached) encoder named in the config."""
+        """The encoder named in the config, or the one fine-tuned by `fit` (cached per process)."""
         from lmrec.encoders import load_encoder
 
-        return load_encoder(self.config.encoder)
+        return load_encoder(str(self.encoder_dir) if self.encoder_dir else self.config.encoder)
+
+    def _finetune(self, dataset: Dataset) -> None:
+        """Fine-tune the encoder on the training pairs; later item vectors come from it."""
+        import hashlib
+
+        from lmrec.encoders.base import default_cache_root
+        from lmrec.encoders.finetune import consecutive_pairs, finetune_encoder
+        from lmrec.encoders.sentence import SentenceEncoder
+
+        c = self.config
+        assert c.finetune is not None and self.items is not None
+        base = self.encoder()
+        inner = getattr(base, "encoder", base)  # a CachedEncoder wraps the model
+        if not isinstance(inner, SentenceEncoder):
+            raise ConfigError(
+                f"encoder '{c.encoder}' cannot be fine-tuned (sentence-transformers only)"
+            )
+        texts = item_texts(dataset, c.item_text, truncate=base.truncate)
+        pairs = consecutive_pairs(dataset, self.items, c.finetune.pairs, c.finetune.seed)
+        key = hashlib.sha256(repr((c.encoder, c.finetune, texts, pairs.tolist())).encode())
+        out = default_cache_root() / "finetuned" / key.hexdigest()[:16]  # reused by a refit
+        if not (out / "config.json").is_file():
+            finetune_encoder(
+                texts, pairs, out, c.finetune, base=inner.model_dir, threads=c.num_threads or None
+            )
+        self.encoder_dir = out
 
     def embed_items(self, dataset: Dataset) -> np.ndarray:
         """Encoder vectors of every catalog item of ``dataset`` (catalog order)."""
@@ -170,6 +206,9 @@ class TwoTower(Recommender):
         import torch
 
         c = self.config
+        self.encoder_dir = None
+        if c.finetune is not None:
+            self._finetune(dataset)
         self.text_vectors = self.embed_items(dataset)
         self.warm = np.asarray(matrix.sum(axis=0)).ravel() > 0
         with _torch_threads(c.num_threads), torch.random.fork_rng(devices=[]):
@@ -196,7 +235,8 @@ class TwoTower(Recommender):
         stopper = EarlyStopping(c.patience)
         best = copy.deepcopy(net.state_dict())
         pool: np.ndarray | None = None
-        for epoch in range(1, c.epochs + 1):
+        bar = tqdm(range(1, c.epochs + 1), desc="two-tower", leave=False, disable=None)
+        for epoch in bar:
             net.train()
             order = rng.permutation(len(pair_u))
             for start in range(0, len(order), c.batch_size):
@@ -214,7 +254,9 @@ class TwoTower(Recommender):
             if c.hard_negatives:
                 pool = self._hard_pool(matrix)
             if self.valid_matrix is not None:
-                improved, stop = stopper.update(epoch, validation_ndcg(self, self.valid_matrix))
+                score = validation_ndcg(self, self.valid_matrix)
+                improved, stop = stopper.update(epoch, score)
+                bar.set_postfix(valid_ndcg=f"{score:.4f}", best=stopper.best_step)
                 if improved:
                     best = copy.deepcopy(net.state_dict())
                 if stop:
@@ -250,12 +292,11 @@ class TwoTower(Recommender):
         logits = users @ targets.T / c.temperature
         if c.logq:
             logits = logits - log_q[i][None, :]
-        # items in the batch that a row's user already has are not negatives for that row
+        # items in the batch that a row's user already has (including copies of its own
+        # target) are not negatives for that row
         has = np.asarray(matrix[u][:, i].todense(), dtype=bool)
-        has[np.arange(len(u)), np.arange(len(u))] = False
-        same = i[:, None] == i[None, :]  # the same item as the target elsewhere in the batch
-        np.fill_diagonal(same, False)
-        mask = torch.from_numpy(has | same)
+        np.fill_diagonal(has, False)
+        mask = torch.from_numpy(has)
         logits = logits.masked_fill(mask, float("-inf"))
         if hard is not None:
             h = items[np.searchsorted(cols, hard)]  # (b, n_hard, dim)
@@ -461,6 +502,18 @@ class TwoTower(Recommender):
             "n_ids": np.array(self._n_ids()),
             "best_epoch": np.array(self.best_epoch),
         }
+
+    def _save_files(self, out: Path) -> None:
+        if (
+            self.encoder_dir is not None
+            and self.encoder_dir.resolve() != (out / ENCODER_DIR).resolve()
+        ):
+            shutil.rmtree(out / ENCODER_DIR, ignore_errors=True)
+            shutil.copytree(self.encoder_dir, out / ENCODER_DIR)
+
+    def _load_files(self, src: Path) -> None:
+        if (src / ENCODER_DIR).is_dir():
+            self.encoder_dir = src / ENCODER_DIR
 
     def _n_ids(self) -> int:
         ids = self.net.items.ids
