@@ -13,7 +13,18 @@ from lmrec.errors import ConfigError, UnknownIdError
 from lmrec.models import create_model, model_names
 from lmrec.models.base import NotFittedError, Recommender
 
-MODELS = ["pop", "itemknn", "ease", "als", "bpr", "text", "sasrec", "two-tower", "meta-knn"]
+MODELS = [
+    "pop",
+    "itemknn",
+    "ease",
+    "als",
+    "bpr",
+    "text",
+    "sasrec",
+    "two-tower",
+    "meta-knn",
+    "text-seq",
+]
 TOPICS = (
     ["Space battle sci-fi epic", "Alien invasion action thriller", "Robot war science fiction",
      "Starship adventure in deep space", "Time travel sci-fi mystery"],
@@ -36,6 +47,19 @@ FAST = {
         "attn_dropout": 0.1,
         "max_len": 10,
         "epochs": 10,
+        "batch_size": 16,
+        "learning_rate": 0.01,
+        "num_threads": 1,
+    },
+    "text-seq": {
+        "hidden_size": 16,
+        "n_heads": 1,
+        "n_layers": 1,
+        "inner_size": 32,
+        "hidden_dropout": 0.1,
+        "attn_dropout": 0.1,
+        "max_len": 10,
+        "epochs": 5,
         "batch_size": 16,
         "learning_rate": 0.01,
         "num_threads": 1,

@@ -116,12 +116,22 @@ def _net_class() -> Any:
             return self.ln2(x + self.drop(self.ff2(F.gelu(self.ff1(x)))))
 
     class _Net(nn.Module):
-        """Item and position embeddings, then the blocks; row ``n_items`` is padding."""
+        """Item and position embeddings, then the blocks; item index ``n_items`` is padding.
 
-        def __init__(self, n_items: int, c: SASRecConfig) -> None:
+        ``item`` maps item indices (padding included) to ``hidden_size`` vectors; by default
+        an ID embedding. Another module (e.g. over text vectors) must also provide
+        ``weights()``, the vectors of items ``0..n_items-1``; it is initialised here like
+        every other layer and may re-initialise itself afterwards.
+        """
+
+        def __init__(self, n_items: int, c: SASRecConfig, item: nn.Module | None = None) -> None:
             super().__init__()
             self.n_items = n_items
-            self.item = nn.Embedding(n_items + 1, c.hidden_size, padding_idx=n_items)
+            self.item = (
+                item
+                if item is not None
+                else nn.Embedding(n_items + 1, c.hidden_size, padding_idx=n_items)
+            )
             self.pos = nn.Embedding(c.max_len, c.hidden_size)
             self.ln = nn.LayerNorm(c.hidden_size, eps=1e-12)
             self.drop = nn.Dropout(c.hidden_dropout)
@@ -131,8 +141,9 @@ def _net_class() -> Any:
                     nn.init.normal_(m.weight, 0.0, 0.02)
                 if isinstance(m, nn.Linear) and m.bias is not None:
                     nn.init.zeros_(m.bias)
-            with torch.no_grad():
-                self.item.weight[n_items].zero_()
+            if isinstance(self.item, nn.Embedding):
+                with torch.no_grad():
+                    self.item.weight[n_items].zero_()
 
         def forward(self, seq: torch.Tensor) -> torch.Tensor:
             """Hidden states ``(b, len, d)`` of left-padded sequences ``(b, len)``."""
@@ -148,7 +159,11 @@ def _net_class() -> Any:
             return x
 
         def item_weights(self) -> torch.Tensor:
-            return self.item.weight[: self.n_items]
+            """Output embeddings ``(n_items, d)``, shared with the input side."""
+            if isinstance(self.item, nn.Embedding):
+                return self.item.weight[: self.n_items]
+            item: Any = self.item  # a pluggable module, whose ``weights`` torch cannot type
+            return item.weights()
 
     return _Net
 
@@ -249,7 +264,7 @@ class SASRec(Recommender):
 
         c = self.config
         dev = torch.device(c.device)
-        net = _net_class()(len(self.items or []), c).to(dev)
+        net = self._new_net().to(dev)
         self.net = net
         opt = _Adam(list(net.parameters()), c.learning_rate, c.weight_decay)
         stopper = EarlyStopping(c.patience)
@@ -290,6 +305,10 @@ class SASRec(Recommender):
         neg = neg + (neg >= pos).long()  # uniform over the other items
         x = (h * (weights[pos] - weights[neg])).sum(-1)
         return -F.logsigmoid(x).mean()
+
+    def _new_net(self) -> Any:
+        """A freshly initialised network for the fitted items (subclasses swap its item part)."""
+        return _net_class()(len(self.items or []), self.config)
 
     def fitted_params(self) -> dict[str, Any]:
         return {"epochs": self.best_epoch} if self.best_epoch else {}
@@ -338,7 +357,7 @@ class SASRec(Recommender):
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         import torch
 
-        net = _net_class()(len(self.items or []), self.config)
+        net = self._new_net()
         net.load_state_dict({k: torch.from_numpy(state[_state_name(k)]) for k in net.state_dict()})
         self.net = net.to(torch.device(self.config.device)).eval()
         self.sequences = state["sequences"].astype(np.int64)
