@@ -81,20 +81,20 @@ def finetune_encoder(
     import torch.nn.functional as F
     from sentence_transformers import SentenceTransformer
 
-    from lmrec.models.sasrec import _Adam, _torch_threads
+    from lmrec.models.torch_utils import TorchAdam, torch_threads
 
     cfg = cfg or FinetuneConfig()
     set_offline()
     model = SentenceTransformer(str(resolve_model_dir(base)), device="cpu")
     params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
-    opt = _Adam(params, cfg.learning_rate, 0.0)
+    opt = TorchAdam(params, cfg.learning_rate, 0.0)
     rng = np.random.default_rng(cfg.seed)
 
     def embed(batch: list[str]) -> torch.Tensor:
         features = model.tokenize(batch)
         return F.normalize(model(features)["sentence_embedding"], dim=-1)
 
-    with _torch_threads(resolve_threads(threads)), torch.random.fork_rng(devices=[]):
+    with torch_threads(resolve_threads(threads)), torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model.train()
         steps = [

@@ -23,8 +23,6 @@ from __future__ import annotations
 import copy
 import functools
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import numpy as np
@@ -35,6 +33,7 @@ from lmrec.data.schema import Dataset
 from lmrec.models.base import ModelConfig, NotFittedError, Recommender, register
 from lmrec.models.early_stopping import EarlyStopping, validation_ndcg
 from lmrec.models.sequences import chronological, last_items, training_windows
+from lmrec.models.torch_utils import TorchAdam, torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -168,51 +167,6 @@ def _net_class() -> Any:
     return _Net
 
 
-class _Adam:
-    """torch's Adam (L2 ``weight_decay`` added to the gradient), without ``torch.optim``,
-    whose first use imports ``torch._dynamo`` (several seconds)."""
-
-    def __init__(self, params: list[torch.Tensor], lr: float, weight_decay: float) -> None:
-        import torch
-
-        self.params, self.lr, self.wd = params, lr, weight_decay
-        self.b1, self.b2, self.eps, self.t = 0.9, 0.999, 1e-8, 0
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    def step(self) -> None:
-        import torch
-
-        self.t += 1
-        c1, c2 = 1 - self.b1**self.t, 1 - self.b2**self.t
-        with torch.no_grad():
-            for p, m, v in zip(self.params, self.m, self.v, strict=True):
-                if p.grad is None:
-                    continue
-                g = p.grad if not self.wd else p.grad + self.wd * p
-                m.mul_(self.b1).add_(g, alpha=1 - self.b1)
-                v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
-                denom = (v.sqrt() / c2**0.5).add_(self.eps)
-                p.addcdiv_(m, denom, value=-self.lr / c1)
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _state_name(key: str) -> str:
     return "net_" + re.sub(r"\W", "_", key)
 
@@ -253,7 +207,7 @@ class SASRec(Recommender):
         self.sequences = last_items(indptr, seq, c.max_len, n_items)
         stride = c.stride or max(1, c.max_len // 5)
         inputs, targets = training_windows(indptr, seq, c.max_len, n_items, stride)
-        with _torch_threads(c.num_threads), torch.random.fork_rng(devices=[]):
+        with torch_threads(c.num_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed)
             self._train(
                 torch.from_numpy(inputs), torch.from_numpy(targets), np.random.default_rng(c.seed)
@@ -266,7 +220,7 @@ class SASRec(Recommender):
         dev = torch.device(c.device)
         net = self._new_net().to(dev)
         self.net = net
-        opt = _Adam(list(net.parameters()), c.learning_rate, c.weight_decay)
+        opt = TorchAdam(list(net.parameters()), c.learning_rate, c.weight_decay)
         stopper = EarlyStopping(c.patience)
         best = copy.deepcopy(net.state_dict())
         for epoch in range(1, c.epochs + 1):

@@ -16,10 +16,11 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
-from lmrec.data.item_text import ItemTextConfig, item_texts
-from lmrec.data.schema import ITEM, USER, Dataset, IdMap
+from lmrec.data.item_text import ItemTextConfig
+from lmrec.data.schema import ITEM, Dataset, IdMap
 from lmrec.errors import InputError
 from lmrec.models.base import ModelConfig, Recommender, register
+from lmrec.models.catalog_text import TextItems, grow_catalog, new_items_table, place_rows
 from lmrec.models.interest import InterestConfig, combine, history_weights, multi_interest
 from lmrec.models.topk import topk
 
@@ -30,11 +31,11 @@ class TextConfig(ModelConfig):
     encoder: str = Field("minilm", description="Encoder spec (see lmrec.encoders.load_encoder).")
     item_text: ItemTextConfig = Field(default_factory=ItemTextConfig, description="Item text.")
     interest: InterestConfig = Field(default_factory=InterestConfig, description="User pooling.")
-    batch_size: int = Field(64, gt=0, description="Texts per encoder batch.")
+    encode_batch_size: int = Field(64, gt=0, description="Texts per encoder batch.")
 
 
 @register
-class TextRecommender(Recommender):
+class TextRecommender(TextItems, Recommender):
     """Cosine retrieval between pooled user history and item text embeddings."""
 
     name = "text"
@@ -53,19 +54,6 @@ class TextRecommender(Recommender):
         super().__init__(config, **overrides)
         self.item_vectors: np.ndarray | None = None
         self.user_vectors: np.ndarray | None = None  # (n_users, k, d)
-
-    # -- encoder -----------------------------------------------------------------------------
-    def encoder(self) -> Any:
-        """The (process-wide cached) encoder named in the config."""
-        from lmrec.encoders import load_encoder
-
-        return load_encoder(self.config.encoder)
-
-    def embed_items(self, dataset: Dataset) -> np.ndarray:
-        """Vectors of every catalog item of ``dataset`` (catalog order)."""
-        enc = self.encoder()
-        texts = item_texts(dataset, self.config.item_text, truncate=enc.truncate)
-        return np.asarray(enc.encode_items(texts, batch_size=self.config.batch_size), np.float32)
 
     # -- Recommender ---------------------------------------------------------------------------
     def _fit(self, matrix: sp.csr_matrix, dataset: Dataset) -> None:
@@ -103,27 +91,11 @@ class TextRecommender(Recommender):
         Returns:
             The IDs added or replaced.
         """
-        umap, imap, seen = self._check()
         assert self.item_vectors is not None
-        table = items.set_index(ITEM) if ITEM in items.columns else items.copy()
-        table.index = pd.Index(table.index.astype(str), dtype=object, name=ITEM)
-        if table.index.has_duplicates:
-            raise InputError(
-                f"duplicate item ids: {table.index[table.index.duplicated()].tolist()}"
-            )
-        catalog = self.item_table if self.item_table is not None else pd.DataFrame(index=imap.ids)
-        vectors = self.embed_items(Dataset.build(pd.DataFrame({USER: [], ITEM: []}), table))
-        idx = imap.lookup(table.index)
-        old = idx >= 0
-        self.item_vectors[idx[old]] = vectors[old]
-        new_ids = table.index[~old]
-        if len(new_ids):
-            imap = IdMap(np.concatenate([imap.ids, np.asarray(new_ids, dtype=object)]))
-            self.items = imap
-            self.item_vectors = np.vstack([self.item_vectors, vectors[~old]])
-            self.seen = sp.csr_matrix(sp.hstack([seen, sp.csr_matrix((len(umap), len(new_ids)))]))
-        merged = pd.concat([catalog.drop(index=table.index, errors="ignore"), table])
-        self.item_table = merged.reindex(imap.ids)
+        table = new_items_table(items)
+        vectors = self.embed_table(table)
+        grown = grow_catalog(self, table)
+        self.item_vectors = place_rows(self.item_vectors, grown, vectors)
         return list(table.index)
 
     def recommend_for(

@@ -33,10 +33,10 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
-from lmrec.data.item_text import ItemTextConfig, item_texts
-from lmrec.data.schema import ITEM, USER, Dataset, IdMap
-from lmrec.errors import InputError
+from lmrec.data.item_text import ItemTextConfig
+from lmrec.data.schema import Dataset
 from lmrec.models.base import ModelConfig, NotFittedError, register
+from lmrec.models.catalog_text import TextItems, grow_catalog, new_items_table
 from lmrec.models.sasrec import SASRec, SASRecConfig, _net_class, _state_name
 from lmrec.models.text import _ranked
 
@@ -167,7 +167,7 @@ def _padded(vectors: np.ndarray, id_rows: np.ndarray | None) -> tuple[np.ndarray
 
 
 @register
-class TextSeq(SASRec):
+class TextSeq(TextItems, SASRec):
     """SASRec whose item embeddings are adapted text vectors; scores cold and new items.
 
     Fit, early stopping and ``with_history`` are as `SASRec`'s. `add_items` embeds new or
@@ -187,20 +187,6 @@ class TextSeq(SASRec):
         super().__init__(config, **overrides)
         # padded text vectors and ID rows for the next `_new_net` (kept only until it runs)
         self._net_init: tuple[np.ndarray, np.ndarray | None] | None = None
-
-    # -- text ----------------------------------------------------------------------------
-    def encoder(self) -> Any:
-        """The (process-wide cached) encoder named in the config."""
-        from lmrec.encoders import load_encoder
-
-        return load_encoder(self.config.encoder)
-
-    def embed_items(self, dataset: Dataset) -> np.ndarray:
-        """Text vectors of every catalog item of ``dataset`` (catalog order)."""
-        enc = self.encoder()
-        texts = item_texts(dataset, self.config.item_text, truncate=enc.truncate)
-        vectors = enc.encode_items(texts, batch_size=self.config.encode_batch_size)
-        return np.asarray(vectors, np.float32)
 
     # -- SASRec hooks --------------------------------------------------------------------
     def _fit(self, matrix: sp.csr_matrix, dataset: Dataset) -> None:
@@ -249,40 +235,27 @@ class TextSeq(SASRec):
         """
         import torch
 
-        umap, imap, seen = self._check()
         assert self.sequences is not None
-        table = items.set_index(ITEM) if ITEM in items.columns else items.copy()
-        table.index = pd.Index(table.index.astype(str), dtype=object, name=ITEM)
-        if table.index.has_duplicates:
-            raise InputError(
-                f"duplicate item ids: {table.index[table.index.duplicated()].tolist()}"
-            )
-        vectors = self.embed_items(Dataset.build(pd.DataFrame({USER: [], ITEM: []}), table))
+        table = new_items_table(items)
+        vectors = self.embed_table(table)
         # copies made by `with_history` share the network; they keep the catalog they had
         net = copy.deepcopy(self._require_net())
         mod, n = net.item, net.n_items
-        idx = imap.lookup(table.index)
-        old = idx >= 0
-        new_ids = table.index[~old]
+        grown = grow_catalog(self, table)
+        idx, old = grown.idx, grown.old
+        n_new = int((~old).sum())
         with torch.no_grad():
             vec = mod.vectors[:n].clone()
-            vec[torch.from_numpy(idx[old]).to(vec.device)] = torch.from_numpy(vectors[old]).to(vec)
+            vec[torch.from_numpy(idx[old])] = torch.from_numpy(vectors[old]).to(vec)
             pad = torch.zeros(1, vec.shape[1], dtype=vec.dtype, device=vec.device)
             mod.vectors = torch.cat([vec, torch.from_numpy(vectors[~old]).to(vec), pad])
             if mod.ids is not None:
-                no_id = torch.full((len(new_ids) + 1,), mod.ids.padding_idx).to(mod.id_index)
+                no_id = torch.full((n_new + 1,), mod.ids.padding_idx).to(mod.id_index)
                 mod.id_index = torch.cat([mod.id_index[:n], no_id])
-        net.n_items = n + len(new_ids)
+        net.n_items = n + n_new
         self.net = net
         # the padding index is the item count, so it moves past the appended items
         self.sequences = np.where(self.sequences == n, net.n_items, self.sequences)
-        catalog = self.item_table if self.item_table is not None else pd.DataFrame(index=imap.ids)
-        if len(new_ids):
-            imap = IdMap(np.concatenate([imap.ids, np.asarray(new_ids, dtype=object)]))
-            self.items = imap
-            self.seen = sp.csr_matrix(sp.hstack([seen, sp.csr_matrix((len(umap), len(new_ids)))]))
-        merged = pd.concat([catalog.drop(index=table.index, errors="ignore"), table])
-        self.item_table = merged.reindex(imap.ids)
         return list(table.index)
 
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:

@@ -37,14 +37,15 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from lmrec.data.item_text import ItemTextConfig, item_texts
-from lmrec.data.schema import ITEM, USER, Dataset, IdMap
+from lmrec.data.schema import Dataset
 from lmrec.encoders.finetune import FinetuneConfig
 from lmrec.errors import ConfigError, InputError
 from lmrec.models.base import ModelConfig, NotFittedError, Recommender, register
+from lmrec.models.catalog_text import TextItems, grow_catalog, new_items_table, place_rows
 from lmrec.models.early_stopping import EarlyStopping, validation_ndcg
-from lmrec.models.sasrec import _Adam, _torch_threads
 from lmrec.models.text import _ranked
 from lmrec.models.topk import user_batch_size
+from lmrec.models.torch_utils import TorchAdam, torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -75,7 +76,7 @@ class TwoTowerConfig(ModelConfig):
     patience: int = Field(3, gt=0, description="Epochs without NDCG@10 gain before stopping.")
     seed: int = Field(2020, description="Seed for initialisation, shuffling and sampling.")
     num_threads: int = Field(0, ge=0, description="torch threads while fitting (0: as is).")
-    batch_size_encode: int = Field(64, gt=0, description="Texts per encoder batch.")
+    encode_batch_size: int = Field(64, gt=0, description="Texts per encoder batch.")
     finetune: FinetuneConfig | None = Field(
         None, description="First fine-tune the whole encoder on consecutive-item pairs."
     )
@@ -134,7 +135,7 @@ def _net_class() -> Any:
 
 
 @register
-class TwoTower(Recommender):
+class TwoTower(TextItems, Recommender):
     """Contrastively trained two-tower model over text vectors (with warm-item ID vectors).
 
     ``fit(train, valid=valid)`` early-stops on validation NDCG@10; `fitted_params` reports the
@@ -194,13 +195,6 @@ class TwoTower(Recommender):
             )
         self.encoder_dir = out
 
-    def embed_items(self, dataset: Dataset) -> np.ndarray:
-        """Encoder vectors of every catalog item of ``dataset`` (catalog order)."""
-        enc = self.encoder()
-        texts = item_texts(dataset, self.config.item_text, truncate=enc.truncate)
-        vecs = enc.encode_items(texts, batch_size=self.config.batch_size_encode)
-        return np.asarray(vecs, dtype=np.float32)
-
     # -- training ------------------------------------------------------------------------
     def _fit(self, matrix: sp.csr_matrix, dataset: Dataset) -> None:
         import torch
@@ -211,7 +205,7 @@ class TwoTower(Recommender):
             self._finetune(dataset)
         self.text_vectors = self.embed_items(dataset)
         self.warm = np.asarray(matrix.sum(axis=0)).ravel() > 0
-        with _torch_threads(c.num_threads), torch.random.fork_rng(devices=[]):
+        with torch_threads(c.num_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed)
             self._train(matrix, np.random.default_rng(c.seed))
 
@@ -223,7 +217,7 @@ class TwoTower(Recommender):
         n_items = matrix.shape[1]
         net = _net_class()(self.text_vectors.shape[1], n_items, c)
         self.net = net
-        opt = _Adam(list(net.parameters()), c.learning_rate, c.weight_decay)
+        opt = TorchAdam(list(net.parameters()), c.learning_rate, c.weight_decay)
         text = torch.from_numpy(self.text_vectors)
         coo = matrix.tocoo()
         pair_u, pair_i = coo.row.astype(np.int64), coo.col.astype(np.int64)
@@ -454,36 +448,16 @@ class TwoTower(Recommender):
         import torch
         import torch.nn.functional as F
 
-        umap, imap, seen = self._check()
         assert self.text_vectors is not None and self.warm is not None
-        table = items.set_index(ITEM) if ITEM in items.columns else items.copy()
-        table.index = pd.Index(table.index.astype(str), dtype=object, name=ITEM)
-        if table.index.has_duplicates:
-            raise InputError(
-                f"duplicate item ids: {table.index[table.index.duplicated()].tolist()}"
-            )
-        catalog = self.item_table if self.item_table is not None else pd.DataFrame(index=imap.ids)
-        vecs = self.embed_items(Dataset.build(pd.DataFrame({USER: [], ITEM: []}), table))
-        idx = imap.lookup(table.index)
-        old = idx >= 0
-        self.text_vectors[idx[old]] = vecs[old]
-        self.warm[idx[old]] = False
-        new_ids = table.index[~old]
-        if len(new_ids):
-            imap = IdMap(np.concatenate([imap.ids, np.asarray(new_ids, dtype=object)]))
-            self.items = imap
-            self.text_vectors = np.vstack([self.text_vectors, vecs[~old]])
-            self.warm = np.concatenate([self.warm, np.zeros(len(new_ids), dtype=bool)])
-            self.seen = sp.csr_matrix(sp.hstack([seen, sp.csr_matrix((len(umap), len(new_ids)))]))
-        with torch.no_grad():
-            t = torch.from_numpy(np.vstack([vecs[old], vecs[~old]]))
-            out = F.normalize(self.net.items.text(t), dim=-1).numpy()
         assert self.item_vectors is not None
-        n_old = int(old.sum())
-        self.item_vectors[idx[old]] = out[:n_old]
-        self.item_vectors = np.vstack([self.item_vectors, out[n_old:]])
-        merged = pd.concat([catalog.drop(index=table.index, errors="ignore"), table])
-        self.item_table = merged.reindex(imap.ids)
+        table = new_items_table(items)
+        vecs = self.embed_table(table)
+        grown = grow_catalog(self, table)
+        self.text_vectors = place_rows(self.text_vectors, grown, vecs)
+        self.warm = place_rows(self.warm, grown, np.zeros(len(vecs), dtype=bool))
+        with torch.no_grad():
+            out = F.normalize(self.net.items.text(torch.from_numpy(vecs)), dim=-1).numpy()
+        self.item_vectors = place_rows(self.item_vectors, grown, out)
         return list(table.index)
 
     # -- persistence ---------------------------------------------------------------------
