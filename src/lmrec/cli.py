@@ -450,51 +450,10 @@ def evaluate(
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's outputs.")] = Path("runs/demo"),
 ) -> None:
-    """Fetch MovieLens-100K, compare the five baselines (ratio split), recommend for one user."""
-    from lmrec.data.fetch import fetch_dataset
-    from lmrec.data.splits import make_split, save_split
-    from lmrec.evaluate.protocol import EvalConfig, compare
-    from lmrec.evaluate.report import markdown_table, plot_png, save_json
-    from lmrec.models.base import create_model
+    """Fetch MovieLens-100K, compare baselines and two-tower, show cold-start serving."""
+    from lmrec.demo import run_demo
 
-    t0 = time.perf_counter()
-    path = fetch_dataset("ml-100k")
-    typer.echo(f"1. fetched MovieLens-100K into {path}")
-    ds = load_data("ml-100k")
-    typer.echo(
-        f"   {ds.n_interactions} interactions, {len(ds.user_ids)} users, {len(ds.item_ids)} items"
-    )
-    split = make_split(ds, "ratio", seed=2020)
-    split_dir = save_split(split, out / "split" / ds.name)
-    typer.echo(f"2. split 8:1:1 per user (RecBole RS+RO, seed 2020), exported to {split_dir}")
-    typer.echo("3. tuning each model on validation, testing on the held-out 10% (full ranking):")
-    runs = compare(
-        split,
-        ["pop", "itemknn", "ease", "als", "bpr"],
-        EvalConfig(),
-        log=lambda m: typer.echo(f"   {m}"),
-    )
-    save_json(runs, out / "results.json", {"data": "ml-100k", "protocol": "ratio", "seed": 2020})
-    plot_png(runs, out / "results.png", title="MovieLens-100K, ratio split")
-    typer.echo("\n" + markdown_table(runs) + "\n")
-    best = max(runs, key=lambda r: r.test.metrics["ndcg@10"])
-    final = create_model(best.model, **best.config).fit(split.fitted())
-    final.save(out / "model")
-    recs = final.recommend(["1"], k=5)
-    from lmrec.data.schema import item_titles
-
-    titles = item_titles(final.item_table)
-    typer.echo(
-        f"4. refitted the best model ({best.model}) on train+valid, saved to {out / 'model'}; "
-        "top 5 for user 1:"
-    )
-    for r in recs.itertuples():
-        title = titles.get(r.item_id, "") if titles is not None else ""
-        typer.echo(f"   {r.rank}. {title} (item {r.item_id}, score {r.score:.3f})")
-    typer.echo(
-        f"\nresults: {out / 'results.json'}, chart: {out / 'results.png'} "
-        f"({time.perf_counter() - t0:.0f}s)"
-    )
+    run_demo(out, typer.echo)
 
 
 def main() -> None:  # pragma: no cover - console entry point
