@@ -146,3 +146,11 @@ def test_full_encoder_finetuning_is_saved_with_the_model(
     loaded.add_items(pd.DataFrame(row))  # embedded by the saved fine-tuned encoder
     assert loaded.text_vectors is not None
     np.testing.assert_allclose(loaded.text_vectors[-1], tuned.text_vectors[0], atol=1e-5)
+
+
+def test_finetuning_needs_a_sentence_transformers_encoder(data: Dataset) -> None:
+    from lmrec.errors import ConfigError
+
+    model = TwoTower(**FAST["two-tower"], encoder="e5-small", finetune={"pairs": 4})
+    with pytest.raises(ConfigError, match="cannot be fine-tuned"):
+        model.fit(data)

@@ -11,7 +11,9 @@ are never reused for it.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,7 +22,10 @@ from tqdm.auto import tqdm
 from lmrec.data.schema import Dataset, IdMap
 from lmrec.encoders.base import resolve_threads, set_offline
 from lmrec.encoders.sentence import resolve_model_dir
-from lmrec.errors import InputError
+from lmrec.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from lmrec.data.item_text import ItemTextConfig
 
 
 class FinetuneConfig(BaseModel):
@@ -124,4 +129,38 @@ def finetune_encoder(
     return out
 
 
-__all__ = ["FinetuneConfig", "consecutive_pairs", "finetune_encoder"]
+def finetune_on_interactions(
+    dataset: Dataset,
+    items: IdMap,
+    encoder: Any,
+    item_text: ItemTextConfig,
+    cfg: FinetuneConfig,
+    threads: int | None = None,
+) -> Path:
+    """Fine-tune ``encoder`` on ``dataset``'s consecutive-item pairs; returns the new folder.
+
+    The folder lives under ``<cache root>/finetuned/`` and is named by a hash of the base
+    model, the settings, the item texts and the pairs, so refitting on the same data reuses it.
+
+    Raises:
+        ConfigError: If the encoder is not a sentence-transformers model.
+    """
+    from lmrec.data.item_text import item_texts
+    from lmrec.encoders.base import default_cache_root
+    from lmrec.encoders.sentence import SentenceEncoder
+
+    inner = getattr(encoder, "encoder", encoder)  # a CachedEncoder wraps the model
+    if not isinstance(inner, SentenceEncoder):
+        raise ConfigError(
+            f"encoder '{inner.name}' cannot be fine-tuned (sentence-transformers only)"
+        )
+    texts = item_texts(dataset, item_text, truncate=encoder.truncate)
+    pairs = consecutive_pairs(dataset, items, cfg.pairs, cfg.seed)
+    key = hashlib.sha256(repr((inner.name, cfg, texts, pairs.tolist())).encode()).hexdigest()
+    out = default_cache_root() / "finetuned" / key[:16]
+    if not (out / "config.json").is_file():
+        finetune_encoder(texts, pairs, out, cfg, base=inner.model_dir, threads=threads)
+    return out
+
+
+__all__ = ["FinetuneConfig", "consecutive_pairs", "finetune_encoder", "finetune_on_interactions"]

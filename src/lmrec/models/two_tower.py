@@ -36,10 +36,10 @@ import scipy.sparse as sp
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from lmrec.data.item_text import ItemTextConfig, item_texts
+from lmrec.data.item_text import ItemTextConfig
 from lmrec.data.schema import Dataset
 from lmrec.encoders.finetune import FinetuneConfig
-from lmrec.errors import ConfigError, InputError
+from lmrec.errors import InputError
 from lmrec.models.base import ModelConfig, NotFittedError, Recommender, register
 from lmrec.models.catalog_text import TextItems, grow_catalog, new_items_table, place_rows
 from lmrec.models.early_stopping import EarlyStopping, validation_ndcg
@@ -171,29 +171,13 @@ class TwoTower(TextItems, Recommender):
 
     def _finetune(self, dataset: Dataset) -> None:
         """Fine-tune the encoder on the training pairs; later item vectors come from it."""
-        import hashlib
-
-        from lmrec.encoders.base import default_cache_root
-        from lmrec.encoders.finetune import consecutive_pairs, finetune_encoder
-        from lmrec.encoders.sentence import SentenceEncoder
+        from lmrec.encoders.finetune import finetune_on_interactions
 
         c = self.config
         assert c.finetune is not None and self.items is not None
-        base = self.encoder()
-        inner = getattr(base, "encoder", base)  # a CachedEncoder wraps the model
-        if not isinstance(inner, SentenceEncoder):
-            raise ConfigError(
-                f"encoder '{c.encoder}' cannot be fine-tuned (sentence-transformers only)"
-            )
-        texts = item_texts(dataset, c.item_text, truncate=base.truncate)
-        pairs = consecutive_pairs(dataset, self.items, c.finetune.pairs, c.finetune.seed)
-        key = hashlib.sha256(repr((c.encoder, c.finetune, texts, pairs.tolist())).encode())
-        out = default_cache_root() / "finetuned" / key.hexdigest()[:16]  # reused by a refit
-        if not (out / "config.json").is_file():
-            finetune_encoder(
-                texts, pairs, out, c.finetune, base=inner.model_dir, threads=c.num_threads or None
-            )
-        self.encoder_dir = out
+        self.encoder_dir = finetune_on_interactions(
+            dataset, self.items, self.encoder(), c.item_text, c.finetune, c.num_threads or None
+        )
 
     # -- training ------------------------------------------------------------------------
     def _fit(self, matrix: sp.csr_matrix, dataset: Dataset) -> None:
