@@ -11,6 +11,7 @@ import pytest
 
 import lmrec
 from lmrec.data.atomic import read_atomic
+from lmrec.data.fetch import default_cache_dir
 from lmrec.data.schema import Dataset
 from lmrec.data.splits import (
     Split,
@@ -26,7 +27,7 @@ from lmrec.data.splits import (
 )
 from lmrec.errors import ConfigError, InputError
 
-ML100K = Path("/tmp/rb/recbole/dataset_example/ml-100k")
+ML100K = default_cache_dir() / "ml-100k"  # filled by `lmrec data fetch ml-100k` (make demo)
 PROTOCOLS = ["ratio", "loo", "temporal", "cold-item", "cold-user"]
 
 
@@ -357,7 +358,7 @@ def test_load_split_missing(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def ml100k() -> Dataset:
     if not (ML100K / "ml-100k.inter").is_file():
-        pytest.skip("ML-100K atomic files not present")
+        pytest.skip(f"ML-100K atomic files not present in {ML100K} (run lmrec data fetch)")
     return read_atomic(ML100K)
 
 
