@@ -75,7 +75,9 @@ class TwoTowerConfig(ModelConfig):
     epochs: int = Field(20, gt=0, description="Passes over the pairs (the most, with valid).")
     patience: int = Field(3, gt=0, description="Epochs without NDCG@10 gain before stopping.")
     seed: int = Field(2020, description="Seed for initialisation, shuffling and sampling.")
-    num_threads: int = Field(0, ge=0, description="torch threads while fitting (0: as is).")
+    num_threads: int = Field(
+        0, ge=0, description="torch threads while fitting (0: as is; 1: bit-reproducible fits)."
+    )
     encode_batch_size: int = Field(64, gt=0, description="Texts per encoder batch.")
     finetune: FinetuneConfig | None = Field(
         None, description="First fine-tune the whole encoder on consecutive-item pairs."
@@ -123,12 +125,17 @@ def _net_class() -> Any:
                 nn.init.normal_(self.query_ids.weight, 0.0, 0.01)
             self.user = nn.Sequential(nn.Linear(c.dim, c.dim), nn.GELU(), nn.Linear(c.dim, c.dim))
 
-        def users(self, mean_text: torch.Tensor, id_weights: Any) -> torch.Tensor:
-            """User vectors from mean history text ``(b, text_dim)`` and a sparse ``(b, n_ids)``
-            matrix of ID weights (each row: 1/len(history) per warm item kept)."""
+        def users(
+            self, mean_text: torch.Tensor, ids: tuple[torch.Tensor, ...] | None
+        ) -> torch.Tensor:
+            """User vectors from mean history text ``(b, text_dim)`` and the history's ID
+            entries ``(rows, items, weights)`` (weight: 1/len(history) per warm item kept)."""
             x = self.query_text(mean_text)
-            if self.query_ids is not None and id_weights is not None:
-                x = x + torch.sparse.mm(id_weights, self.query_ids.weight)
+            if self.query_ids is not None and ids is not None:
+                rows, items, weights = ids
+                # a gather and an index_add: dense ops whose gradients stay dense and cheap
+                vecs = self.query_ids(items) * weights[:, None]
+                x = x + torch.zeros_like(x).index_add(0, rows, vecs)
             return F.normalize(x + self.user(x), dim=-1)
 
     return _Net
@@ -327,12 +334,10 @@ class TwoTower(TextItems, Recommender):
         ids = None
         if self.net.query_ids is not None and keep.any():
             sel = keep > 0
-            index = torch.from_numpy(np.vstack([rows[sel], cols[sel]]).astype(np.int64))
-            ids = torch.sparse_coo_tensor(
-                index,
+            ids = (
+                torch.from_numpy(rows[sel].astype(np.int64)),
+                torch.from_numpy(cols[sel].astype(np.int64)),
                 torch.from_numpy(inv[rows[sel]]),
-                (n_rows, self.net.query_ids.num_embeddings),
-                check_invariants=False,
             )
         with torch.set_grad_enabled(grad):
             return self.net.users(torch.from_numpy(mean_text), ids)
