@@ -8,6 +8,7 @@ the item table takes the new rows; the caller then writes the new items' vectors
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,3 +98,36 @@ def place_rows(array: np.ndarray, growth: CatalogGrowth, values: np.ndarray) -> 
         array = np.concatenate([array, np.zeros((n_new, *array.shape[1:]), dtype=array.dtype)])
     array[growth.idx] = values
     return array
+
+
+def ranked_row(
+    imap: IdMap,
+    scores: np.ndarray,
+    k: int,
+    exclude: np.ndarray | None = None,
+    candidates: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The top-k of one ``(1, n_items)`` score row as ``item_id, rank, score``.
+
+    ``exclude`` item indices and items outside ``candidates`` never come out.
+    """
+    from lmrec.models.topk import topk
+
+    scores = np.array(scores, dtype=np.float32)
+    if exclude is not None:
+        scores[:, exclude] = -np.inf
+    if candidates is not None:
+        allowed = np.zeros(len(imap), dtype=bool)
+        allowed[imap.index(candidates, "item")] = True
+        scores[:, ~allowed] = -np.inf
+    idx, vals = topk(scores, k)
+    ok = idx[0] >= 0
+    return pd.DataFrame(
+        {ITEM: imap.to_ids(idx[0][ok]), "rank": np.arange(1, ok.sum() + 1), "score": vals[0][ok]}
+    )
+
+
+def similar_by_vectors(imap: IdMap, vectors: np.ndarray, item_id: str, k: int) -> pd.DataFrame:
+    """Items whose (normalised) ``vectors`` are nearest to ``item_id``'s, itself excluded."""
+    i = int(imap.index([item_id], "item")[0])
+    return ranked_row(imap, vectors[i : i + 1] @ vectors.T, k, exclude=np.array([i]))

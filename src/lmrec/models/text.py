@@ -17,12 +17,18 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from lmrec.data.item_text import ItemTextConfig
-from lmrec.data.schema import ITEM, Dataset, IdMap
+from lmrec.data.schema import Dataset, IdMap
 from lmrec.errors import InputError
 from lmrec.models.base import ModelConfig, Recommender, register
-from lmrec.models.catalog_text import TextItems, grow_catalog, new_items_table, place_rows
+from lmrec.models.catalog_text import (
+    TextItems,
+    grow_catalog,
+    new_items_table,
+    place_rows,
+    ranked_row,
+    similar_by_vectors,
+)
 from lmrec.models.interest import InterestConfig, combine, history_weights, multi_interest
-from lmrec.models.topk import topk
 
 
 class TextConfig(ModelConfig):
@@ -126,28 +132,10 @@ class TextRecommender(TextItems, Recommender):
             )
         except ValueError as e:
             raise InputError(str(e)) from None
-        scores = query @ self.item_vectors.T
-        scores[:, hist_idx] = -np.inf
-        if candidates is not None:
-            allowed = np.zeros(len(imap), dtype=bool)
-            allowed[imap.index(candidates, "item")] = True
-            scores[:, ~allowed] = -np.inf
-        return _ranked(imap, scores, k)
+        return ranked_row(imap, query @ self.item_vectors.T, k, hist_idx, candidates)
 
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
         """Items whose text is nearest to ``item_id``'s (the item itself excluded)."""
         _, imap, _ = self._check()
         assert self.item_vectors is not None
-        i = int(imap.index([item_id], "item")[0])
-        scores = self.item_vectors[i : i + 1] @ self.item_vectors.T
-        scores[0, i] = -np.inf
-        return _ranked(imap, scores, k)
-
-
-def _ranked(imap: IdMap, scores: np.ndarray, k: int) -> pd.DataFrame:
-    """The top-k of one score row as ``item_id, rank, score`` (excluded items left out)."""
-    idx, vals = topk(scores, k)
-    ok = idx[0] >= 0
-    return pd.DataFrame(
-        {ITEM: imap.to_ids(idx[0][ok]), "rank": np.arange(1, ok.sum() + 1), "score": vals[0][ok]}
-    )
+        return similar_by_vectors(imap, self.item_vectors, item_id, k)

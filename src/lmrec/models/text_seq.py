@@ -36,9 +36,13 @@ from pydantic import Field
 from lmrec.data.item_text import ItemTextConfig
 from lmrec.data.schema import Dataset
 from lmrec.models.base import ModelConfig, NotFittedError, register
-from lmrec.models.catalog_text import TextItems, grow_catalog, new_items_table
+from lmrec.models.catalog_text import (
+    TextItems,
+    grow_catalog,
+    new_items_table,
+    similar_by_vectors,
+)
 from lmrec.models.sasrec import SASRec, SASRecConfig, _net_class, _state_name
-from lmrec.models.text import _ranked
 
 if TYPE_CHECKING:
     import torch
@@ -268,14 +272,11 @@ class TextSeq(TextItems, SASRec):
 
         _, imap, _ = self._check()
         net = self._require_net()
-        i = int(imap.index([item_id], "item")[0])
         was_training = net.training
         net.eval()
         try:
             with torch.no_grad():
-                w = F.normalize(net.item_weights(), dim=-1)
-                scores = (w[i : i + 1] @ w.T).float().cpu().numpy()
+                w = F.normalize(net.item_weights(), dim=-1).float().cpu().numpy()
         finally:
             net.train(was_training)
-        scores[0, i] = -np.inf
-        return _ranked(imap, scores, k)
+        return similar_by_vectors(imap, w, item_id, k)

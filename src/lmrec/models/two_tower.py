@@ -41,9 +41,15 @@ from lmrec.data.schema import Dataset
 from lmrec.encoders.finetune import FinetuneConfig
 from lmrec.errors import InputError
 from lmrec.models.base import ModelConfig, NotFittedError, Recommender, register
-from lmrec.models.catalog_text import TextItems, grow_catalog, new_items_table, place_rows
+from lmrec.models.catalog_text import (
+    TextItems,
+    grow_catalog,
+    new_items_table,
+    place_rows,
+    ranked_row,
+    similar_by_vectors,
+)
 from lmrec.models.early_stopping import EarlyStopping, validation_ndcg
-from lmrec.models.text import _ranked
 from lmrec.models.topk import user_batch_size
 from lmrec.models.torch_utils import TorchAdam, torch_threads
 
@@ -411,22 +417,13 @@ class TwoTower(TextItems, Recommender):
             extra = vecs.sum(axis=0, keepdims=True)
         rows = np.zeros(len(hist_idx), dtype=np.int64)
         user = self._users(rows, hist_idx, 1, extra_text=extra, n_extra=len(texts)).numpy()
-        scores = user @ self.item_vectors.T
-        scores[:, hist_idx] = -np.inf
-        if candidates is not None:
-            allowed = np.zeros(len(imap), dtype=bool)
-            allowed[imap.index(candidates, "item")] = True
-            scores[:, ~allowed] = -np.inf
-        return _ranked(imap, scores, k)
+        return ranked_row(imap, user @ self.item_vectors.T, k, hist_idx, candidates)
 
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
         """Items whose candidate-tower vectors are nearest to ``item_id``'s (itself excluded)."""
         _, imap, _ = self._check()
         assert self.item_vectors is not None
-        i = int(imap.index([item_id], "item")[0])
-        scores = self.item_vectors[i : i + 1] @ self.item_vectors.T
-        scores[0, i] = -np.inf
-        return _ranked(imap, scores, k)
+        return similar_by_vectors(imap, self.item_vectors, item_id, k)
 
     def add_items(self, items: pd.DataFrame) -> list[str]:
         """Embed and add (or replace) catalog items from their text; no retraining.
