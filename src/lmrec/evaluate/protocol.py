@@ -166,6 +166,11 @@ def candidate_items(
     return np.unique(items.index(list(candidates), "item"))
 
 
+def _item_ids(split: Split, idx: np.ndarray | None) -> list[str] | None:
+    """External IDs of dense item indices (None stays None), for ``fit(valid_candidates=)``."""
+    return None if idx is None else [str(i) for i in split.train.item_map().to_ids(idx)]
+
+
 def config_grid(model_name: str, max_trials: int, seed: int) -> list[dict[str, Any]]:
     """The model's search grid as a list of configs (a seeded random subset if too large)."""
     space = get_model_class(model_name).search_space
@@ -198,7 +203,7 @@ def select_config(
         list(grid) if grid is not None else config_grid(model_name, cfg.max_trials, cfg.seed)
     )
     valid_cand = candidate_items(split, "valid", candidates)
-    valid_ids = None if valid_cand is None else list(split.train.item_map().to_ids(valid_cand))
+    valid_ids = _item_ids(split, valid_cand)
     trials: list[dict[str, Any]] = []
     best: tuple[float, dict[str, Any]] = (-np.inf, {})
     for overrides in tqdm(
@@ -260,11 +265,8 @@ def compare(
         if cfg.tune:  # params already hold what early stopping learned
             model = create_model(name, **params).fit(split.train)
         else:
-            valid_ids = None
-            if valid_cand is not None:
-                valid_ids = list(split.train.item_map().to_ids(valid_cand))
             model = create_model(name, **params).fit(
-                split.train, valid=split.valid, valid_candidates=valid_ids
+                split.train, valid=split.valid, valid_candidates=_item_ids(split, valid_cand)
             )
             params = {**params, **model.fitted_params()}
         fit_s = time.perf_counter() - t0
