@@ -10,7 +10,7 @@ import pytest
 from test_recommender_suite import FAST, clustered_dataset
 
 from lmrec.data.schema import Dataset
-from lmrec.errors import InputError
+from lmrec.errors import ConfigError, InputError
 from lmrec.models import TwoTower
 from lmrec.models.base import Recommender
 
@@ -149,8 +149,22 @@ def test_full_encoder_finetuning_is_saved_with_the_model(
 
 
 def test_finetuning_needs_a_sentence_transformers_encoder(data: Dataset) -> None:
-    from lmrec.errors import ConfigError
-
     model = TwoTower(**FAST["two-tower"], encoder="e5-small", finetune={"pairs": 4})
     with pytest.raises(ConfigError, match="cannot be fine-tuned"):
         model.fit(data)
+
+
+def test_bad_input_is_named(model: TwoTower) -> None:
+    from lmrec.errors import UnknownIdError
+
+    twice = pd.DataFrame({"item_id": ["x", "x"], "title": ["a", "b"]})
+    n_items = len(model.items or [])
+    with pytest.raises(InputError, match=r"duplicate item ids: \['x'\]"):
+        model.add_items(twice)
+    assert len(model.items or []) == n_items  # nothing half-added
+    with pytest.raises(UnknownIdError, match="no-such-item"):
+        model.recommend_for(history=["no-such-item"], k=3)
+    with pytest.raises(UnknownIdError, match="no-such-item"):
+        model.similar_items("no-such-item")
+    with pytest.raises(ConfigError, match="id_dropout"):
+        TwoTower(id_dropout=1.5)
