@@ -310,3 +310,29 @@ def test_evaluate_among_heldout_items(tmp_path: Path) -> None:
     assert heldout > 0.0
     code, _, stderr = run(*args, "--out", tmp_path / "x", "--candidates", tmp_path / "none.txt")
     assert code == 2 and "none.txt" in stderr
+
+
+@pytest.mark.parametrize("name", ["two-tower", "text-seq"])
+def test_language_model_models_through_fit_and_recommend(
+    files: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    small = {
+        "two-tower": "dim = 16\nhidden = 32\nepochs = 3\nbatch_size = 64\nnum_threads = 1\n",
+        "text-seq": "hidden_size = 16\nn_heads = 1\nn_layers = 1\ninner_size = 32\n"
+        "max_len = 10\nepochs = 3\nbatch_size = 16\nnum_threads = 1\n",
+    }[name]
+    (tmp_path / "small.toml").write_text(small)
+    out = tmp_path / name
+    code, _, stderr = run(
+        "fit", "--train", files["train"], "--valid", files["valid"], "--items", files["items"],
+        "--model", name, "--config", tmp_path / "small.toml", "--no-tune", "--out", out,
+    )  # fmt: skip
+    assert code == 0, stderr
+    code, stdout, stderr = run("recommend", "--model", out, "--user", "user3", "--format", "json")
+    assert code == 0, stderr
+    obj = json.loads(stdout)
+    seen = set(pd.concat([pd.read_csv(files["train"]), pd.read_csv(files["valid"])])
+               .query("user_id == 'user3'")["item_id"])  # fmt: skip
+    assert len(obj["items"]) == 10 and not {it["item_id"] for it in obj["items"]} & seen
+    code, stdout, _ = run("similar", "--model", out, "--item", "m1", "--k", "3")
+    assert code == 0 and len(stdout.strip().splitlines()) == 4
