@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 from common import append_results, log, machine_info, markdown_table
 
 #: The project's rule for making int8 the default encoder: NDCG@10 lost at most this share.
@@ -68,16 +67,12 @@ def per_user_ndcg(model: Any, split: Any, stage: str, candidates: np.ndarray | N
     that the mean equals the value `evaluate` reports.
     """
     from lmrec.evaluate.metrics import hits_matrix, per_user_metrics, relevant_counts
-    from lmrec.models.topk import user_batch_size
+    from lmrec.models.topk import keep_columns, user_batch_size
 
     users_map, items_map, _ = model._check()
     relevant = getattr(split, stage).matrix(users_map, items_map)
     exclude = split.valid.matrix(users_map, items_map) if stage == "test" else None
-    if candidates is not None:
-        keep = np.zeros(len(items_map), dtype=np.float32)
-        keep[candidates] = 1.0
-        relevant = sp.csr_matrix(relevant @ sp.diags(keep))
-        relevant.eliminate_zeros()
+    relevant = keep_columns(relevant, candidates)
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
     out = []
     step = user_batch_size(len(items_map))

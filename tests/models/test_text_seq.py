@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 # the shared suite's checks, collected again here against this module's `fitted` model
+from test_recommender_suite import FAST as SUITE_FAST
 from test_recommender_suite import (  # noqa: F401
     clustered_dataset,
     test_candidates_restrict_ranking,
@@ -28,19 +29,7 @@ from lmrec.errors import ConfigError, InputError
 from lmrec.models import SASRec, TextSeq, create_model
 from lmrec.models.base import NotFittedError, Recommender
 
-FAST: dict[str, Any] = {
-    "hidden_size": 16,
-    "n_heads": 1,
-    "n_layers": 1,
-    "inner_size": 32,
-    "hidden_dropout": 0.1,
-    "attn_dropout": 0.1,
-    "max_len": 10,
-    "epochs": 5,
-    "batch_size": 16,
-    "learning_rate": 0.01,
-    "num_threads": 1,
-}
+FAST: dict[str, Any] = SUITE_FAST["text-seq"]
 SCIFI = "Galactic starship battle: an alien invasion sci-fi epic"
 ROMANCE = "A romantic love story comedy with a wedding"
 

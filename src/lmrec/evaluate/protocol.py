@@ -24,7 +24,7 @@ from lmrec.data.splits import Split
 from lmrec.errors import ConfigError
 from lmrec.evaluate.accumulator import MetricAccumulator
 from lmrec.models.base import Recommender, create_model, get_model_class
-from lmrec.models.topk import user_batch_size
+from lmrec.models.topk import keep_columns, user_batch_size
 
 #: Item fields tried, in order, as the categorical features for intra-list diversity.
 CATEGORY_FIELDS = ("genres", "class", "categories", "genre")
@@ -112,11 +112,7 @@ def evaluate(
     target = getattr(split, stage)
     relevant = target.matrix(users_map, items_map)
     exclude = split.valid.matrix(users_map, items_map) if stage == "test" else None
-    if candidates is not None:
-        keep = np.zeros(len(items_map), dtype=np.float32)
-        keep[candidates] = 1.0
-        relevant = sp.csr_matrix(relevant @ sp.diags(keep))
-        relevant.eliminate_zeros()
+    relevant = keep_columns(relevant, candidates)
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
     acc = MetricAccumulator(
         cfg.ks,

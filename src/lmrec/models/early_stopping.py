@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from lmrec.evaluate.metrics import hits_matrix, per_user_metrics
 from lmrec.models.base import Recommender
-from lmrec.models.topk import user_batch_size
+from lmrec.models.topk import keep_columns, user_batch_size
 
 
 def validation_ndcg(model: Recommender, relevant: sp.csr_matrix, k: int = 10) -> float:
@@ -18,11 +18,7 @@ def validation_ndcg(model: Recommender, relevant: sp.csr_matrix, k: int = 10) ->
     While fitting with ``valid_candidates``, only those items are ranked (and relevant).
     """
     cand = model.valid_candidates
-    if cand is not None:
-        keep = np.zeros(relevant.shape[1], dtype=np.float32)
-        keep[cand] = 1.0
-        relevant = sp.csr_matrix(relevant @ sp.diags(keep))
-        relevant.eliminate_zeros()
+    relevant = keep_columns(relevant, cand)
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
     total = 0.0
     step = user_batch_size(relevant.shape[1])

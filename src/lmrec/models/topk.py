@@ -22,6 +22,17 @@ def mask_rows(scores: np.ndarray, exclude: sp.csr_matrix | None) -> None:
     scores[coo.row, coo.col] = -np.inf
 
 
+def keep_columns(matrix: sp.csr_matrix, columns: np.ndarray | None) -> sp.csr_matrix:
+    """``matrix`` with only the entries in ``columns`` (e.g. relevant items among candidates)."""
+    if columns is None:
+        return matrix
+    keep = np.zeros(matrix.shape[1], dtype=np.float32)
+    keep[columns] = 1.0
+    out = sp.csr_matrix(matrix @ sp.diags(keep))
+    out.eliminate_zeros()
+    return out
+
+
 def _first_ties(
     block: np.ndarray, thr: np.ndarray, need: np.ndarray, chunk: int = 2048
 ) -> np.ndarray:
