@@ -140,6 +140,7 @@ def run_one(
     sequential: bool = False,
     dump: str | None = None,
     epochs: int = 300,
+    resume: bool = False,
 ) -> dict:
     import logging
 
@@ -209,16 +210,28 @@ def run_one(
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
+    resumed_from = None
+    if resume:  # continue an interrupted run from its last best checkpoint
+        import glob
+
+        ckpts = glob.glob(os.path.join(workdir, "saved", f"{model_name}-*.pth"))
+        if ckpts:
+            resumed_from = max(ckpts, key=os.path.getmtime)
+            trainer.resume_checkpoint(resumed_from)
+    start_epoch = int(getattr(trainer, "start_epoch", 0))
+
     t1 = time.perf_counter()
     _, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     fit_s = time.perf_counter() - t1
+    if best_valid_result is None and resumed_from:  # no gain after resuming
+        best_valid_result = trainer.evaluate(valid_data, load_best_model=True, show_progress=False)
     t2 = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     test_s = time.perf_counter() - t2
     logger.info(f"best valid: {best_valid_result}")
     logger.info(f"test result: {test_result}")
 
-    epochs_run = len(getattr(trainer, "train_loss_dict", {}) or {})
+    epochs_run = start_epoch + len(getattr(trainer, "train_loss_dict", {}) or {})
     out = {
         "model": model_name,
         "test": {k.lower(): float(v) for k, v in test_result.items()},
@@ -234,6 +247,8 @@ def run_one(
     }
     if n_dumped is not None:
         out["loo_users"] = n_dumped
+    if resumed_from:
+        out["resumed_from"] = {"checkpoint": os.path.basename(resumed_from), "epoch": start_epoch}
     if config["MODEL_TYPE"] != ModelType.TRADITIONAL and epochs_run:
         # early_stopping counts evaluations without improvement in cur_step
         out["best_epoch"] = epochs_run - 1 - trainer.cur_step * config["eval_step"]
@@ -254,6 +269,7 @@ def child_main(args) -> int:
             sequential=args.sequential,
             dump=args.dump,
             epochs=args.epochs,
+            resume=args.resume,
         )
         payload = {"ok": True, "result": res}
     except Exception as e:  # recorded as missing by the parent
@@ -321,6 +337,8 @@ def run_all(args) -> dict:
             cmd += ["--sequential"] + (["--dump", args.dump] if args.dump else [])
         if args.epochs != 300:
             cmd += ["--epochs", str(args.epochs)]
+        if args.resume:
+            cmd += ["--resume"]
         t0 = time.perf_counter()
         proc = subprocess.run(
             cmd, cwd=args.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -445,6 +463,12 @@ def main(argv=None) -> int:
         type=int,
         default=300,
         help="most training epochs (RecBole's default 300; early stopping after 10 without gain)",
+    )
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue each model from its newest checkpoint in WORKDIR/saved "
+        "(an interrupted run keeps the checkpoint of its best epoch)",
     )
     ap.add_argument("--out", default=None)
     ap.add_argument("--lmrec", default=None, help="lmrec results JSON to compare with")

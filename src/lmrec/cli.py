@@ -366,6 +366,35 @@ def similar(
 
 @app.command()
 @handle_errors
+def profile(
+    model: Annotated[Path, typer.Option(help="Folder of a fitted model.")],
+    user: Annotated[str, typer.Option(help="User ID.")],
+    top: Annotated[int, typer.Option(min=1, max=1000, help="Values shown per group.")] = 5,
+    fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+) -> None:
+    """A user's portrait: activity level and most common genres, decades and KG entities."""
+    from lmrec.models.base import Recommender
+    from lmrec.rank.profile import profile_for
+
+    if fmt not in ("text", "json"):
+        raise ConfigError(f"--format must be text or json, not '{fmt}'")
+    portrait = profile_for(Recommender.load(model), user, top_n=top)
+    if fmt == "json":
+        typer.echo(json.dumps(portrait.to_dict(), indent=2, ensure_ascii=False))
+        return
+    typer.echo(portrait.summary)
+    if portrait.top:
+        typer.echo("\nItems of the user holding each value (count, share):")
+    for group, pairs in portrait.counts.items():
+        shares = dict(portrait.top[group])
+        cells = [
+            f"{v} ({n}, {100 * shares[v]:.{0 if shares[v] >= 0.1 else 1}f}%)" for v, n in pairs
+        ]
+        typer.echo(f"  {group}: " + ", ".join(cells))
+
+
+@app.command()
+@handle_errors
 def evaluate(
     data: Annotated[
         str, typer.Option(help="Dataset name, data folder or exported split folder.")

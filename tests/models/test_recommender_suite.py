@@ -24,6 +24,9 @@ MODELS = [
     "two-tower",
     "meta-knn",
     "text-seq",
+    "biased-mf",
+    "kg-knn",
+    "fusion",
 ]
 TOPICS = (
     ["Space battle sci-fi epic", "Alien invasion action thriller", "Robot war science fiction",
@@ -63,6 +66,20 @@ FAST = {
         "batch_size": 16,
         "learning_rate": 0.01,
         "num_threads": 1,
+    },
+    "biased-mf": {"factors": 8, "epochs": 20},
+    "kg-knn": {"fields": ["title"], "k": 10},
+    "fusion": {
+        "sources": [
+            {"model": "ease", "budget": 10, "config": {"reg_weight": 1.0}},
+            {"model": "itemknn", "budget": 10, "config": {"k": 10}},
+            {"model": "pop", "budget": 5},
+        ],
+        "holdout": "random",
+        "holdout_share": 0.25,
+        "ranker": "lgbm",
+        "lgbm": {"n_estimators": 30, "min_child_samples": 5, "num_threads": 1},
+        "mtl": {"epochs": 5, "hidden": [16]},
     },
     "two-tower": {
         "dim": 16,
@@ -196,6 +213,8 @@ def test_save_load_without_training_data(fitted: Recommender, tmp_path: Path) ->
 def test_models_learn_the_clusters(fitted: Recommender, data: Dataset) -> None:
     if fitted.name == "pop":
         pytest.skip("popularity is not personalised")
+    if fitted.name == "biased-mf":
+        pytest.skip("rating predictor: this dataset's ratings are random; test_biased_mf.py checks")
     if fitted.name == "sasrec":
         # timestamps here ascend with the item index, so a next-item model puts the other
         # cluster's last items after a user's last one; test_sasrec.py checks the clusters

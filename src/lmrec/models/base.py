@@ -198,7 +198,7 @@ class Recommender(ABC):
             candidates: Restrict ranking to these item indices.
         """
         _, imap, seen = self._check()
-        scores = self.score_idx(user_idx)
+        scores = self._scores_for_topk(user_idx, exclude, candidates)
         if exclude_seen:
             rows = np.where(user_idx >= 0, user_idx, 0)
             hist = seen[rows]
@@ -211,6 +211,13 @@ class Recommender(ABC):
             allowed[candidates] = True
             scores[:, ~allowed] = -np.inf
         return topk(scores, k)
+
+    def _scores_for_topk(
+        self, user_idx: np.ndarray, exclude: sp.csr_matrix | None, candidates: np.ndarray | None
+    ) -> np.ndarray:
+        """Scores `topk_idx` ranks; a re-ranker overrides it to spend its candidate budget
+        only on items that can be shown."""
+        return self.score_idx(user_idx)
 
     def recommend(
         self,
