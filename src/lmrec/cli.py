@@ -418,6 +418,10 @@ def evaluate(
             "split: the held-out items), or the item IDs in a file."
         ),
     ] = "all",
+    config: Annotated[
+        list[str] | None,
+        typer.Option(help="A model's config as NAME=PATH (TOML or JSON); repeatable."),
+    ] = None,
     min_rating: MinRatingOpt = None,
     kcore_k: KCoreOpt = 0,
 ) -> None:
@@ -440,6 +444,12 @@ def evaluate(
         raise ConfigError(f"--ks must be comma-separated integers, not '{ks}'") from None
     if not cutoffs or cutoffs[0] < 1:
         raise ConfigError("--ks values must be >= 1")
+    configs: dict[str, dict[str, Any]] = {}
+    for spec in config or []:
+        name, sep, path = spec.partition("=")
+        if not sep or name.strip() not in names:
+            raise ConfigError(f"--config expects NAME=PATH with NAME in --models, got '{spec}'")
+        configs[name.strip()] = _model_config(Path(path))
     cand: Any = candidates
     if candidates not in ("all", "heldout"):
         cand = _read_id_list(Path(candidates), "item_id")
@@ -456,7 +466,7 @@ def evaluate(
         f"test {split.test.n_interactions} interactions"
     )
     cfg = EvalConfig(ks=cutoffs, select_metric=f"ndcg@{cutoffs[0]}", tune=tune)
-    runs = compare(split, names, cfg, log=_info, candidates=cand)
+    runs = compare(split, names, cfg, configs=configs, log=_info, candidates=cand)
     meta = {
         "data": data,
         "protocol": split.protocol,

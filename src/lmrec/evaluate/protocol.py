@@ -255,10 +255,12 @@ def compare(
         base = (configs or {}).get(name, {})
         trials: list[dict[str, Any]] = []
         params = dict(base)
-        if cfg.tune:
+        # a model without a grid has nothing to select: fit it once, early-stopping on valid
+        search = cfg.tune and bool(get_model_class(name).search_space)
+        if search:
             params, trials = select_config(name, split, cfg, base=base, candidates=candidates)
         t0 = time.perf_counter()
-        if cfg.tune:  # params already hold what early stopping learned
+        if search:  # params already hold what early stopping learned
             model = create_model(name, **params).fit(split.train)
         else:
             model = create_model(name, **params).fit(
@@ -268,6 +270,11 @@ def compare(
         fit_s = time.perf_counter() - t0
         valid = evaluate(model, split, "valid", cfg, candidates=valid_cand).metrics
         test = evaluate(model, split, "test", cfg, candidates=test_cand, item_features=features)
+        if hasattr(model, "predict_ratings") and split.test.has("rating"):
+            from lmrec.evaluate.rating import evaluate_ratings
+
+            scored = evaluate_ratings(model, split, "test")
+            test.metrics.update({"rmse": scored["rmse"], "mae": scored["mae"]})
         runs.append(ModelRun(name, params, valid, test, fit_s, trials))
         if log:
             log(

@@ -23,6 +23,8 @@ TABLE_METRICS = (
     "novelty@10",
     "diversity@10",
     "avg_pop@10",
+    "rmse",
+    "mae",
 )
 
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from lmrec.data.schema import ITEM, RATING, USER, Dataset
 from lmrec.errors import InputError, LmrecError
 from lmrec.models.base import ModelConfig, Recommender, register
+from lmrec.models.topk import gather
 from lmrec.rank.attributes import ItemAttributes
 from lmrec.rank.features import FeatureBuilder, FeatureConfig
 from lmrec.rank.holdout import Holdout, holdout_parts
@@ -100,6 +101,10 @@ class FusionRecommender(Recommender):
         self.chosen: dict[str, str] = {}
         self.report: dict[str, Any] = {}
         self._valid_ds: Dataset | None = None
+        #: Set True before `fit` to keep the ranker's training/validation rows in ``rows``
+        #: (for ablations and diagnostics; they are not saved).
+        self.keep_rows = False
+        self.rows: dict[str, dict[str, np.ndarray]] = {}
 
     # -- fitting -------------------------------------------------------------------------
     def fit(
@@ -139,14 +144,16 @@ class FusionRecommender(Recommender):
             (rating[ok] + 100.0, (uidx[ok], iidx[ok])), shape=(len(users), len(items))
         )  # +100 keeps zero ratings stored; duplicates average below
         target_users = np.unique(uidx[ok])
-        xs, sizes, ys, rs, nrel, rating_x, rating_y = [], [], [], [], [], [], []
+        xs, sizes, ys, rs, nrel, rating_x, rating_y, pu, pi = [], [], [], [], [], [], [], [], []
         for start in tqdm(range(0, len(target_users), BLOCK), desc="ranker rows", leave=False):
             u = target_users[start : start + BLOCK]
             block = sources.candidates(u, exclude[u] if exclude is not None else None, allowed)
             x = features.transform(block)
-            y = np.asarray(rel[block.users[block.pair_user], block.pair_item]).ravel()
-            r = np.asarray(rat[block.users[block.pair_user], block.pair_item]).ravel()
+            y = gather(rel, block.users[block.pair_user], block.pair_item)
+            r = gather(rat, block.users[block.pair_user], block.pair_item)
             xs.append(x)
+            pu.append(block.users[block.pair_user])
+            pi.append(block.pair_item)
             sizes.append(block.group_sizes())
             ys.append(y)
             rs.append(np.where(r > 0, r - 100.0, np.nan))
@@ -163,6 +170,8 @@ class FusionRecommender(Recommender):
             "y": np.concatenate(ys),
             "rating": np.concatenate(rs),
             "n_rel": np.concatenate(nrel),
+            "user": np.concatenate(pu),
+            "item": np.concatenate(pi),
         }
         if rating_x:
             out["rating_x"], out["rating_y"] = np.vstack(rating_x), np.concatenate(rating_y)
@@ -191,6 +200,8 @@ class FusionRecommender(Recommender):
                 self.sources, self.features, self._valid_ds.interactions, None, allowed
             )
         self._fit_rankers(train, valid)
+        if self.keep_rows:
+            self.rows = {"train": train, **({"valid": valid} if valid is not None else {})}
 
     def _fit_rankers(
         self, train: dict[str, np.ndarray], valid: dict[str, np.ndarray] | None

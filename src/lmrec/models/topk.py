@@ -97,3 +97,10 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     out_idx[rows[keep], rank[keep]] = cols[keep]
     out_val[rows[keep], rank[keep]] = vals[keep]
     return out_idx, out_val
+
+
+def gather(matrix: sp.spmatrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``matrix[rows[j], cols[j]]`` for aligned index arrays, as a dense 1-D float array."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.float32)
+    return np.asarray(sp.csr_matrix(matrix)[rows, cols]).ravel()

@@ -24,11 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from lmrec.data.schema import RATING, TIMESTAMP, Dataset
 from lmrec.errors import ConfigError
 from lmrec.rank.attributes import ItemAttributes
+from lmrec.rank.neighbours import NeighbourFeatures
 from lmrec.rank.sources import CandidateBlock, SourceConfig
 
 #: Every feature group a fusion ranker knows (source groups come from `SourceConfig`).
 GROUPS = ("cf", "text", "sequence", "kg", "profile", "popularity", "rating", "vectors", "other")
 DAY = 86_400.0
+KEY_STRIDE = 1e10  # > any timestamp range in seconds, so (item, time) sorts as one key
 
 
 class FeatureConfig(BaseModel):
@@ -47,6 +49,9 @@ class FeatureConfig(BaseModel):
         100, gt=1, description="Most distinct values for a user column to count as demographic."
     )
     lift_prior: float = Field(50.0, gt=0, description="Smoothing of demographic item lifts.")
+    neighbours: int = Field(
+        100, ge=0, description="Item neighbours for closest-item features (0: none)."
+    )
 
     def keeps(self, group: str) -> bool:
         return self.groups is None or group in self.groups
@@ -104,6 +109,10 @@ class FeatureBuilder:
         self.user_count = np.bincount(uidx, minlength=n_users).astype(np.float64)
         self.item_age = np.zeros(n_items)
         self.item_since_last = np.zeros(n_items)
+        # time-window popularity: item interactions while the user was active
+        self.ts_keys = np.zeros(0)
+        self.all_ts = np.zeros(0)
+        self.user_span = np.zeros((n_users, 3))  # first, median, last timestamp
         if TIMESTAMP in inter and inter[TIMESTAMP].notna().any():
             ts = inter[TIMESTAMP].to_numpy(dtype=np.float64)
             end = np.nanmax(ts)
@@ -114,6 +123,14 @@ class FeatureBuilder:
             has = self.item_count > 0
             self.item_age[has] = (end - first[has]) / DAY
             self.item_since_last[has] = (end - last[has]) / DAY
+            ok = np.isfinite(ts)
+            rel_ts = ts[ok] - np.nanmin(ts)
+            if rel_ts.max() < KEY_STRIDE:  # timestamps in seconds, as DAY assumes
+                self.ts_keys = np.sort(iidx[ok] * KEY_STRIDE + rel_ts)
+                self.all_ts = np.sort(rel_ts)
+                frame = pd.DataFrame({"u": uidx[ok], "t": rel_ts})
+                span = frame.groupby("u")["t"].agg(["min", "median", "max"])
+                self.user_span[span.index.to_numpy()] = span.to_numpy()
         self.global_mean = 0.0
         self.item_mean = np.zeros(n_items)
         self.user_mean = np.zeros(n_users)
@@ -131,6 +148,19 @@ class FeatureBuilder:
         )
         self.attr_groups = self.attributes.group_names() if self.attributes is not None else []
         self.kg_groups = set(self.attributes.kg_groups()) if self.attributes is not None else set()
+        self.neighbours: NeighbourFeatures | None = None
+        if self.config.neighbours and (self.config.keeps("cf") or self.config.keeps("rating")):
+            ratings = None
+            if RATING in inter and inter[RATING].notna().all():
+                ratings = sp.csr_matrix(
+                    (inter[RATING].to_numpy(np.float32), (uidx, iidx)), shape=(n_users, n_items)
+                )
+                ratings.sum_duplicates()  # repeated pairs: keep their mean
+                ratings.data /= sp.csr_matrix(
+                    (np.ones(len(uidx), np.float32), (uidx, iidx)), shape=(n_users, n_items)
+                ).data
+            nbr = NeighbourFeatures(self.config.neighbours)
+            self.neighbours = nbr.fit(self.seen, ratings)
         self.demographics = self._fit_demographics(dataset, users, uidx, iidx)
         self.vectors = self._fit_vectors(dataset)
         self._name_columns()
@@ -235,6 +265,8 @@ class FeatureBuilder:
                 rank[sel] = len(srt) - np.searchsorted(srt, val[sel], side="right") + 1
             rank = np.where(finite, rank, s.shape[1])
             add(f"{src.label}:z", group, z)
+            if group == "rating":  # a predicted rating means something on its own scale
+                add(f"{src.label}:raw", group, np.where(finite, val, self.global_mean))
             add(f"{src.label}:log_rank", group, np.log1p(rank))
             if src.budget > 0:
                 add(f"{src.label}:retrieved", group, block.retrieved[src.label])
@@ -244,6 +276,12 @@ class FeatureBuilder:
                 group = "kg" if g in self.kg_groups else "profile"
                 if self.config.keeps(group):
                     add(f"attr:{g}", group, aff[g])
+        if self.neighbours is not None:
+            nbr = self.neighbours.transform(self.seen, block.users, pu, pi)
+            for name, values in nbr.items():
+                group = "rating" if name == "nbr:rating_dev" else "cf"
+                if self.config.keeps(group):
+                    add(name, group, values)
         for demo in self.demographics:
             code = demo.codes[users]
             lift = np.where(code >= 0, demo.lift[np.maximum(code, 0), pi], 0.0)
@@ -253,6 +291,13 @@ class FeatureBuilder:
             add("item:log_age_days", "popularity", np.log1p(self.item_age[pi]))
             add("item:log_days_since_last", "popularity", np.log1p(self.item_since_last[pi]))
             add("user:log_count", "popularity", np.log1p(self.user_count[users]))
+            if len(self.ts_keys):
+                first, median, last = self.user_span[users].T
+                for name, lo, hi in (
+                    ("item:share_in_user_span", first - DAY, last + DAY),
+                    ("item:share_near_user_median", median - 3 * DAY, median + 3 * DAY),
+                ):
+                    add(name, "popularity", self._window_share(pi, lo, hi))
         if self.config.keeps("rating"):
             add("item:mean_rating", "rating", self.item_mean[pi])
             add("user:mean_rating", "rating", self.user_mean[users])
@@ -264,8 +309,21 @@ class FeatureBuilder:
         self.names, self.feature_groups = names, groups
         return np.column_stack(cols).astype(np.float32)
 
+    def _window_share(self, items: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Item's share (per mille) of all interactions with timestamps in [lo, hi]."""
+        base = items * KEY_STRIDE
+        lo, hi = np.maximum(lo, 0.0), np.minimum(hi, KEY_STRIDE - 1)
+        n_item = np.searchsorted(self.ts_keys, base + hi, "right") - np.searchsorted(
+            self.ts_keys, base + lo, "left"
+        )
+        n_all = np.searchsorted(self.all_ts, hi, "right") - np.searchsorted(self.all_ts, lo, "left")
+        return 1000.0 * n_item / np.maximum(n_all, 1)
+
     # -- persistence ---------------------------------------------------------------------
-    _ARRAYS = ("item_count", "user_count", "item_age", "item_since_last", "item_mean", "user_mean")
+    _ARRAYS = (
+        "item_count", "user_count", "item_age", "item_since_last", "item_mean", "user_mean",
+        "ts_keys", "all_ts", "user_span",
+    )  # fmt: skip
 
     def state(self) -> dict[str, np.ndarray]:
         """Fitted statistics as arrays (the seen matrix and attributes are saved elsewhere)."""
@@ -277,6 +335,8 @@ class FeatureBuilder:
         out["vector_columns"] = np.asarray(list(self.vectors), dtype=str)
         for i, (items, users) in enumerate(self.vectors.values()):
             out[f"vec{i}_items"], out[f"vec{i}_users"] = items, users
+        if self.neighbours is not None:
+            out.update({f"nbr_{k}": v for k, v in self.neighbours.state().items()})
         return out
 
     def set_state(self, state: dict[str, np.ndarray], seen: sp.csr_matrix) -> FeatureBuilder:
@@ -293,6 +353,8 @@ class FeatureBuilder:
             str(c): (state[f"vec{i}_items"], state[f"vec{i}_users"])
             for i, c in enumerate(state["vector_columns"])
         }
+        nbr = {k[4:]: v for k, v in state.items() if k.startswith("nbr_")}
+        self.neighbours = NeighbourFeatures().set_state(nbr) if nbr else None
         attrs = self.attributes
         self.profiles = attrs.user_profiles(self.seen) if attrs is not None else None
         self.attr_groups = attrs.group_names() if attrs is not None else []

@@ -19,6 +19,7 @@ class LGBMConfig(ModelConfig):
     num_leaves: int = Field(31, gt=1, description="Leaves per tree.")
     min_child_samples: int = Field(50, gt=0, description="Fewest rows in a leaf.")
     feature_fraction: float = Field(0.8, gt=0, le=1, description="Features sampled per tree.")
+    max_bin: int = Field(1023, gt=1, description="Histogram bins per feature (fine score order).")
     lambdarank_truncation_level: int = Field(20, gt=0, description="Ranks the loss looks at.")
     early_stopping_rounds: int = Field(50, gt=0, description="Stop after this many bad rounds.")
     seed: int = Field(2020, description="Random seed.")
@@ -85,7 +86,10 @@ class LGBMRanker:
 
         if int(np.sum(sizes)) != len(x) or len(labels) != len(x):
             raise InputError("ranker rows, group sizes and labels disagree")
-        train = lgb.Dataset(x, label=labels, group=sizes, free_raw_data=False)
+        train = lgb.Dataset(
+            x, label=labels, group=sizes, free_raw_data=False,
+            params={"max_bin": self.config.max_bin},
+        )  # fmt: skip
         sets: list[Any] = []
         callbacks: list[Any] = []
         if valid is not None:
@@ -153,7 +157,9 @@ class LGBMRating:
             "num_threads": self.config.num_threads,
             "verbosity": -1,
         }
-        train = lgb.Dataset(x, label=y, free_raw_data=False)
+        train = lgb.Dataset(
+            x, label=y, free_raw_data=False, params={"max_bin": self.config.max_bin}
+        )
         sets: list[Any] = []
         callbacks: list[Any] = []
         if valid is not None and len(valid[0]):

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from lmrec.data.schema import Dataset
 from lmrec.errors import ConfigError
 from lmrec.models.base import Recommender, create_model, get_model_class
-from lmrec.models.topk import mask_rows, topk
+from lmrec.models.topk import gather, mask_rows, topk
 
 #: Feature group of each built-in model, used by ablations (``features.groups``).
 DEFAULT_GROUPS = {
@@ -211,7 +211,7 @@ def candidate_recall(
         block = sources.candidates(u, exclude[u] if exclude is not None else None)
         rel = relevant[u]
         n_rel = np.diff(rel.indptr).astype(np.float64)
-        hit = np.asarray(rel[block.pair_user, block.pair_item]).ravel() > 0
+        hit = gather(rel, block.pair_user, block.pair_item) > 0
         sizes.append(block.group_sizes())
         per_user["merged"].append(np.bincount(block.pair_user[hit], minlength=len(u)) / n_rel)
         for label in labels:

@@ -1,0 +1,158 @@
+"""Fusion ranker on ML-100K: pipeline fit time, per-user ranking latency, feature ablation.
+
+Fits `fusion` from a TOML pipeline (default ``configs/fusion-ml100k.toml``) on the ratio split
+(seed 2020) with validation, then:
+
+1. **Latency**: for 300 random test users, the time to rank 200 candidate items for one user
+   (`FusionRecommender.rank_items`: every source scores the user, features, ranker), median
+   and p99, against EASE scoring the same 200 items for the same user in the same run; and
+   the full one-user `recommend` (candidate generation included).
+2. **Ablation**: the ranker retrained (same config, early stopping on validation) without each
+   feature group, on the same candidates; test NDCG@10 against the full feature set.
+
+    python benchmarks/bench_fusion.py [--config FILE] [--append-results] [--no-ablation]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+from common import append_results, log, machine_info, markdown_table
+
+from lmrec.data.fetch import load_builtin
+from lmrec.data.splits import make_split
+from lmrec.evaluate.protocol import evaluate
+from lmrec.models import create_model
+from lmrec.models.fusion import FusionRecommender
+from lmrec.rank.lgbm import LGBMRanker, ndcg_at
+from lmrec.rank.mtl import MultiTaskRanker
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUPS = ("cf", "text", "sequence", "kg", "profile", "popularity", "rating")
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000.0, q))
+
+
+def latency(model: FusionRecommender, split, n_users: int = 300) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+    """Median/p99 ms to rank 200 candidates for one user, vs EASE on the same items."""
+    rng = np.random.default_rng(0)
+    users = rng.choice(split.test.interactions["user_id"].unique(), n_users, replace=False)
+    ease = create_model("ease", reg_weight=500.0).fit(split.train)
+    items = np.asarray(split.train.item_ids)
+    fused, base, full = [], [], []
+    for u in users:
+        cand = list(rng.choice(items, 200, replace=False))
+        t0 = time.perf_counter()
+        model.rank_items(str(u), cand)
+        fused.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ease.score([str(u)], cand)
+        base.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        model.recommend([str(u)], k=10)
+        full.append(time.perf_counter() - t0)
+    rows = [
+        ["fusion: rank 200 given candidates", f"{_pct(fused, 50):.2f}", f"{_pct(fused, 99):.2f}",
+         f"{_pct(fused, 50) / _pct(base, 50):.1f}x"],
+        ["fusion: recommend (candidates + rank)", f"{_pct(full, 50):.2f}", f"{_pct(full, 99):.2f}",
+         f"{_pct(full, 50) / _pct(base, 50):.1f}x"],
+        ["baseline: EASE scores the same 200 items", f"{_pct(base, 50):.2f}",
+         f"{_pct(base, 99):.2f}", "1.0x"],
+    ]  # fmt: skip
+    table = markdown_table(["step (one user)", "median ms", "p99 ms", "median vs EASE"], rows)
+    return table, [f"{n_users} random test users, one at a time; target: median <= 10 ms."]
+
+
+def ablation(model: FusionRecommender, split) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+    """Test NDCG@10 of the ranker retrained without each feature group."""
+    assert model.features is not None and model.sources is not None
+    exclude = split.valid.matrix(*model._check()[:2])
+    test = model._rows(model.sources, model.features, split.test.interactions, exclude)
+    train, valid = model.rows["train"], model.rows["valid"]
+    groups = np.asarray(model.features.feature_groups)
+    has_pos = np.add.reduceat(train["y"], np.r_[0, np.cumsum(train["sizes"])[:-1]]) > 0
+    rows_ok = np.repeat(has_pos, train["sizes"])
+    kind = model.chosen["ranker"]
+
+    def score(cols: np.ndarray) -> tuple[float, float]:
+        x, y, sz = train["x"][rows_ok][:, cols], train["y"][rows_ok], train["sizes"][has_pos]
+        v = (valid["x"][:, cols], valid["sizes"], valid["y"])
+        ranker: LGBMRanker | MultiTaskRanker
+        if kind == "lgbm":
+            ranker = LGBMRanker(model.config.lgbm).fit(x, sz, y, v)
+        else:
+            ranker = MultiTaskRanker(model.config.mtl).fit(x, sz, y, valid=v)
+        vs = ndcg_at(ranker.predict(v[0]), valid["sizes"], valid["y"], valid["n_rel"], 10)
+        tx = test["x"][:, cols]
+        ts = ndcg_at(ranker.predict(tx), test["sizes"], test["y"], test["n_rel"], 10)
+        return vs, ts
+
+    full_v, full_t = score(np.arange(len(groups)))
+    rows = [["all features", f"{full_v:.4f}", f"{full_t:.4f}", "1.000x", str(len(groups))]]
+    for g in GROUPS:
+        cols = np.flatnonzero(groups != g)
+        if len(cols) == len(groups):
+            rows.append([f"without {g}", "", "", "(no such features)", "0"])
+            continue
+        v, t = score(cols)
+        rows.append([f"without {g}", f"{v:.4f}", f"{t:.4f}", f"{t / full_t:.3f}x",
+                     str(len(groups) - len(cols))])  # fmt: skip
+    table = markdown_table(
+        ["features", "valid NDCG@10", "test NDCG@10", "test vs all", "features dropped"], rows
+    )
+    notes = [
+        f"Ranker: {kind} (chosen on validation), retrained per row with early stopping on "
+        "validation; candidates fixed (each source still retrieves); test ranks all items, "
+        "training and validation items excluded.",
+        f"Candidate recall on test: {float(test['y'].sum() / test['n_rel'].sum()):.3f}.",
+    ]
+    return table, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=ROOT / "configs" / "fusion-ml100k.toml")
+    p.add_argument("--append-results", action="store_true", help="append to RESULTS.md")
+    p.add_argument("--no-ablation", action="store_true")
+    args = p.parse_args(argv)
+    machine = machine_info()
+    cfg = tomllib.loads(args.config.read_text())["model"]
+    split = make_split(load_builtin("ml-100k"), "ratio", seed=2020)
+    model = FusionRecommender(**cfg)
+    model.keep_rows = True
+    t0 = time.perf_counter()
+    model.fit(split.train, valid=split.valid)
+    fit_s = time.perf_counter() - t0
+    log(f"fit {fit_s:.0f}s; {model.chosen}; {model.report}")
+    ndcg = evaluate(model, split, "test").metrics["ndcg@10"]
+    t0 = time.perf_counter()
+    create_model("ease", reg_weight=500.0).fit(split.train)
+    ease_s = time.perf_counter() - t0
+    lat_table, lat_notes = latency(model, split)
+    fit_note = (
+        f"Whole pipeline fit (sources on part A, features, sources on all of train, both "
+        f"rankers, rating models): {fit_s:.0f} s = {fit_s / ease_s:.0f}x EASE's {ease_s:.1f} s "
+        f"in the same run; test NDCG@10 {ndcg:.4f}; config {os.path.relpath(args.config, ROOT)}."
+    )
+    print(lat_table)
+    if args.append_results:
+        append_results("Fusion ranker: one-user ranking latency and pipeline fit time (issue 4)",
+                       lat_table, [*lat_notes, fit_note], machine)  # fmt: skip
+    if not args.no_ablation:
+        ab_table, ab_notes = ablation(model, split)
+        print(ab_table)
+        if args.append_results:
+            append_results("Fusion ranker: feature-group ablation, ratio split (issue 4)",
+                           ab_table, ab_notes, machine)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
