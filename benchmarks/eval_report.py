@@ -23,13 +23,24 @@ def _ratio(value: float, base: float) -> str:
     return f"{value / base:.3f}x" if base > 0 else ("-" if value == 0 else "inf")
 
 
+def _short(config: dict) -> str:
+    """A config as JSON; nested sections of long ones are left to results.json."""
+    text = json.dumps(config, sort_keys=True)
+    if len(text) <= 300:
+        return text
+    flat = {k: v for k, v in config.items() if not isinstance(v, dict | list)}
+    return json.dumps(flat, sort_keys=True) + " (nested sections in results.json)"
+
+
 def report(data: dict, baseline: str) -> tuple[str, list[str]]:
     """The Markdown table and notes for one results.json."""
     models = data["models"]
     if baseline not in models:
         raise SystemExit(f"baseline '{baseline}' is not in the run ({', '.join(models)})")
     base = models[baseline]["test"]
+    rating = [m for m in ("rmse", "mae") if any(m in r["test"] for r in models.values())]
     headers = ["model", *METRICS, *(f"{m} vs {baseline}" for m in METRICS[:2]), "valid ndcg@10"]
+    headers += rating
     rows = []
     for name, run in models.items():
         t = run["test"]
@@ -39,6 +50,7 @@ def report(data: dict, baseline: str) -> tuple[str, list[str]]:
                 *(f"{t[m]:.4f}" for m in METRICS),
                 *(_ratio(t[m], base[m]) for m in METRICS[:2]),
                 f"{run['valid'].get('ndcg@10', float('nan')):.4f}",
+                *(f"{t[m]:.4f}" if m in t else "" for m in rating),
             ]
         )
     notes = [
@@ -46,7 +58,7 @@ def report(data: dict, baseline: str) -> tuple[str, list[str]]:
         f"ranked among: {data.get('candidates', 'all')} items; full ranking, training (and on "
         f"test, validation) items excluded; {models[baseline]['n_test_users']} test users.",
         "Configs chosen on validation NDCG@10 only (early stopping on validation too): "
-        + "; ".join(f"{n} `{json.dumps(r['config'], sort_keys=True)}`" for n, r in models.items()),
+        + "; ".join(f"{n} `{_short(r['config'])}`" for n, r in models.items()),
         f"`vs {baseline}` = test metric / {baseline}'s test metric, same run.",
     ]
     return markdown_table(headers, rows), notes

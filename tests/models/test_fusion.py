@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -230,6 +231,11 @@ groups = ["cf", "popularity", "profile"]
     assert [s.model for s in loaded.config.sources] == ["ease", "pop"]
     res = CliRunner().invoke(app, ["recommend", "--model", str(out), "--user", "u3", "--k", "3"])
     assert res.exit_code == 0, res.stderr
+    res = CliRunner().invoke(app, ["profile", "--model", str(out), "--user", "u3", "--format", "json"])
+    assert res.exit_code == 0, res.stderr
+    portrait = json.loads(res.stdout)
+    top_genre = portrait["top"]["genre"][0][0]
+    assert top_genre == "Horror"  # odd users like the odd items, all horror films
     bad = tmp_path / "bad.toml"
     bad.write_text('[model]\nranker = "magic"\n')
     res = CliRunner().invoke(

@@ -52,3 +52,19 @@ def test_rating_regressor_beats_the_mean_and_clips() -> None:
     assert pred.min() >= 1 and pred.max() <= 5
     with pytest.raises(InputError, match="NaN"):
         LGBMRating(LGBMConfig()).fit(x, np.full(2000, np.nan))
+
+
+def test_cv_rounds_come_from_the_folds_and_refit_reproduces_them() -> None:
+    x, sizes, y = _groups()
+    folds = np.arange(len(sizes)) % 3
+    cfg = LGBMConfig(n_estimators=60, min_child_samples=5, num_threads=1, rounds="cv")
+    ranker = LGBMRanker(cfg).fit(x, sizes, y, folds=folds)
+    assert ranker.cv_rounds is not None and 1 <= ranker.cv_rounds <= 60
+    params = ranker.fitted_params()
+    assert params == {"n_estimators": ranker.cv_rounds, "rounds": "fixed"}
+    again = LGBMRanker(LGBMConfig(**{**cfg.model_dump(), **params})).fit(x, sizes, y)
+    np.testing.assert_allclose(again.predict(x), ranker.predict(x))
+    # one fold cannot cross-validate: early stopping on validation instead
+    vx, vs, vy = _groups(seed=2)
+    single = LGBMRanker(cfg).fit(x, sizes, y, (vx, vs, vy), folds=np.zeros(len(sizes)))
+    assert single.cv_rounds is None and single.best_iteration is not None

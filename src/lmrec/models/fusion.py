@@ -187,7 +187,9 @@ class FusionRecommender(Recommender):
             src = CandidateSources(cfg.sources).fit(part_a, self._valid_ds, f"sources (A{k})")
             feats = FeatureBuilder(cfg.features, cfg.sources, self.attributes)
             feats.fit(part_a, src.models[cfg.sources[0].label].seen)
-            train_parts.append(self._rows(src, feats, labels))
+            part = self._rows(src, feats, labels)
+            part["fold"] = np.full(len(part["sizes"]), k)
+            train_parts.append(part)
         train = {k: np.concatenate([p[k] for p in train_parts]) for k in train_parts[0]}
         self.sources = CandidateSources(cfg.sources).fit(dataset, self._valid_ds, "sources")
         self.features = FeatureBuilder(cfg.features, cfg.sources, self.attributes).fit(
@@ -216,7 +218,9 @@ class FusionRecommender(Recommender):
         rankers = ("lgbm", "mtl") if cfg.ranker == "auto" else (cfg.ranker,)
         self.report = {"train_rows": len(tx), "train_users": len(tsz)}
         if "lgbm" in rankers:
-            self.lgbm = LGBMRanker(cfg.lgbm).fit(tx, tsz, ty, vtuple)
+            folds = train["fold"][has_pos] if "fold" in train else None
+            self.lgbm = LGBMRanker(cfg.lgbm).fit(tx, tsz, ty, vtuple, folds=folds)
+            self.report["lgbm_rounds"] = self.lgbm.best_iteration
         self._mtl_rates = bool(np.isfinite(tr).any())
         if "mtl" in rankers or (cfg.rating_model in ("auto", "mtl") and self._mtl_rates):
             self.mtl = MultiTaskRanker(cfg.mtl).fit(tx, tsz, ty, rating=tr, valid=vtuple)
