@@ -81,6 +81,11 @@ def run_demo(out: Path, echo: Callable[[str], None]) -> None:
     text = TextRecommender().fit(split.fitted())  # zero-shot: item vectors from the cache
     echo(f"6. a new user who only typed {REQUEST!r} gets (zero-shot text model):")
     _show(text.recommend_for(request=REQUEST, k=5), item_titles(text.item_table), echo)
+    from lmrec.rank.profile import profile_for
+
+    portrait = profile_for(final, "1", top_n=3, interactions=split.fitted().interactions)
+    echo(f"7. user 1's profile (`lmrec profile --model {out / 'model'} --user 1`):")
+    echo(f"   {portrait.summary}")
     echo(
         f"\nresults: {out / 'results.json'}, chart: {out / 'results.png'} "
         f"({time.perf_counter() - t0:.0f}s)"

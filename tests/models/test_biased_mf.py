@@ -240,3 +240,12 @@ def test_shared_suite(
         pytest.skip("biases alone cannot tell the clusters apart")
     available = {"fitted": suite_model, "data": rated, "tmp_path": tmp_path}
     check(**{name: available[name] for name in inspect.signature(check).parameters})
+
+
+def test_grid_search_selects_on_validation_rmse(split: Split) -> None:
+    from lmrec.evaluate.protocol import select_config
+
+    grid = [{**FAST, "factors": 0}, {**FAST, "factors": 4}]
+    best, trials = select_config("biased-mf", split, grid=grid)
+    assert all("rmse" in t for t in trials)
+    assert best["factors"] == min(trials, key=lambda t: t["rmse"])["config"]["factors"] == 4

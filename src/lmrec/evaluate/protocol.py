@@ -214,13 +214,18 @@ def select_config(
             split.train, valid=split.valid, valid_candidates=valid_ids
         )
         params = {**params, **model.fitted_params()}
-        res = evaluate(model, split, "valid", cfg, candidates=valid_cand)
-        value = res.metrics.get(cfg.select_metric)
-        if value is None:
-            raise ConfigError(f"unknown select_metric '{cfg.select_metric}'")
-        trials.append(
-            {"config": params, cfg.select_metric: value, "seconds": time.perf_counter() - t0}
-        )
+        metric = model.select_metric or cfg.select_metric
+        if metric == "rmse":  # rating predictors: the lowest validation RMSE wins
+            from lmrec.evaluate.rating import evaluate_ratings
+
+            value = -evaluate_ratings(model, split, "valid")["rmse"]  # type: ignore[arg-type]
+        else:
+            value = evaluate(model, split, "valid", cfg, candidates=valid_cand).metrics.get(
+                metric, float("nan")
+            )
+            if np.isnan(value):
+                raise ConfigError(f"unknown select_metric '{metric}'")
+        trials.append({"config": params, metric: abs(value), "seconds": time.perf_counter() - t0})
         if value > best[0]:
             best = (value, params)
     return best[1], trials

@@ -55,6 +55,9 @@ class Recommender(ABC):
     search_space: ClassVar[dict[str, list[Any]]] = {}
     #: Whether `_score` is meaningful for users with no fitted history (e.g. from text).
     handles_cold_users: ClassVar[bool] = False
+    #: Validation metric its grid is searched on, if not the evaluation's ranking metric
+    #: (``"rmse"`` for rating predictors: lower is better).
+    select_metric: ClassVar[str | None] = None
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         try:

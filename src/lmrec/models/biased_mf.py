@@ -75,6 +75,7 @@ class BiasedMF(Recommender):
     name = "biased-mf"
     Config = BiasedMFConfig
     # Ranking tuners select on NDCG; these grid points cover rank and shrinkage only.
+    select_metric: ClassVar[str | None] = "rmse"
     search_space: ClassVar[dict[str, list[Any]]] = {
         "factors": [16, 64],
         "regularization": [0.02, 0.05, 0.1],
