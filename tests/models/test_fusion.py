@@ -231,7 +231,9 @@ groups = ["cf", "popularity", "profile"]
     assert [s.model for s in loaded.config.sources] == ["ease", "pop"]
     res = CliRunner().invoke(app, ["recommend", "--model", str(out), "--user", "u3", "--k", "3"])
     assert res.exit_code == 0, res.stderr
-    res = CliRunner().invoke(app, ["profile", "--model", str(out), "--user", "u3", "--format", "json"])
+    res = CliRunner().invoke(
+        app, ["profile", "--model", str(out), "--user", "u3", "--format", "json"]
+    )
     assert res.exit_code == 0, res.stderr
     portrait = json.loads(res.stdout)
     top_genre = portrait["top"]["genre"][0][0]
