@@ -145,6 +145,24 @@ def ratings(model: FusionRecommender, split) -> tuple[str, list[str]]:  # type: 
     return table, notes
 
 
+def recall(model: FusionRecommender, split) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+    """Recall of the merged candidate set and of each source alone, on test."""
+    from lmrec.rank.sources import candidate_recall
+
+    assert model.sources is not None
+    users, items, _ = model._check()
+    relevant = split.test.matrix(users, items)
+    who = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    rec = candidate_recall(model.sources, who, relevant, split.valid.matrix(users, items))
+    budgets = {s.label: s.budget for s in model.config.sources}
+    rows = [["merged", "", f"{rec['recall_merged']:.4f}", f"{rec['size']:.0f}"]]
+    for key, value in rec.items():
+        if key.startswith("recall_") and key != "recall_merged":
+            rows.append([key[7:], str(budgets[key[7:]]), f"{value:.4f}", ""])
+    table = markdown_table(["source", "budget", "test recall", "mean candidates"], rows)
+    return table, ["Recall: share of each test user's test items among their candidates."]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "fusion-ml100k.toml")
@@ -174,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.append_results:
         append_results("Fusion ranker: one-user ranking latency and pipeline fit time (issue 4)",
                        lat_table, [*lat_notes, fit_note], machine)  # fmt: skip
+    rc_table, rc_notes = recall(model, split)
+    print(rc_table)
+    if args.append_results:
+        append_results("Fusion ranker: candidate recall per source, ratio split (issue 4)",
+                       rc_table, rc_notes, machine)  # fmt: skip
     rt_table, rt_notes = ratings(model, split)
     print(rt_table)
     if args.append_results:

@@ -245,3 +245,28 @@ groups = ["cf", "popularity", "profile"]
               "--out", str(tmp_path / "m2")],
     )  # fmt: skip
     assert res.exit_code != 0 and "ranker" in res.stderr
+
+
+def test_item_vector_column_becomes_a_cosine_feature(data: Dataset) -> None:
+    """Any vector modality (e.g. image embeddings) enters as user-history/item cosine."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2, 8))
+    items = data.items.copy()
+    items["image_vec"] = [
+        (centres[i % 2] + 0.1 * rng.normal(size=8)).tolist() for i in range(len(items))
+    ]
+    ds = Dataset.build(data.interactions, items.reset_index(), data.users.reset_index())
+    model = FusionRecommender(**FAST, ranker="lgbm", features={"vector_columns": ["image_vec"]})
+    model.fit(ds)
+    assert model.features is not None
+    j = model.features.names.index("vector:image_vec")
+    assert model.features.feature_groups[j] == "vectors"
+    assert model.sources is not None
+    block = model.sources.candidates(np.array([1, 2]))
+    x = model.features.transform(block)
+    # u1 likes odd items, u2 even ones, and each taste's items share a vector centre
+    users = block.users[block.pair_user]
+    same = users % 2 == block.pair_item % 2
+    assert x[same, j].mean() > x[~same, j].mean() + 0.5
+    with pytest.raises(ConfigError, match="vector column"):
+        FusionRecommender(**FAST, features={"vector_columns": ["nope"]}).fit(ds)
