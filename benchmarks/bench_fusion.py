@@ -29,7 +29,7 @@ from lmrec.data.splits import make_split
 from lmrec.evaluate.protocol import evaluate
 from lmrec.models import create_model
 from lmrec.models.fusion import FusionRecommender
-from lmrec.rank.lgbm import LGBMRanker, ndcg_at
+from lmrec.rank.lgbm import LGBMConfig, LGBMRanker, ndcg_at
 from lmrec.rank.mtl import MultiTaskRanker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,8 +85,10 @@ def ablation(model: FusionRecommender, split) -> tuple[str, list[str]]:  # type:
         x, y, sz = train["x"][rows_ok][:, cols], train["y"][rows_ok], train["sizes"][has_pos]
         v = (valid["x"][:, cols], valid["sizes"], valid["y"])
         ranker: LGBMRanker | MultiTaskRanker
-        if kind == "lgbm":
-            ranker = LGBMRanker(model.config.lgbm).fit(x, sz, y, v)
+        if kind == "lgbm":  # the round count the full model's cross-validation chose
+            assert model.lgbm is not None
+            fixed = LGBMConfig(**{**model.config.lgbm.model_dump(), **model.lgbm.fitted_params()})
+            ranker = LGBMRanker(fixed).fit(x, sz, y, v)
         else:
             ranker = MultiTaskRanker(model.config.mtl).fit(x, sz, y, valid=v)
         vs = ndcg_at(ranker.predict(v[0]), valid["sizes"], valid["y"], valid["n_rel"], 10)
@@ -108,9 +110,9 @@ def ablation(model: FusionRecommender, split) -> tuple[str, list[str]]:  # type:
         ["features", "valid NDCG@10", "test NDCG@10", "test vs all", "features dropped"], rows
     )
     notes = [
-        f"Ranker: {kind} (chosen on validation), retrained per row with early stopping on "
-        "validation; candidates fixed (each source still retrieves); test ranks all items, "
-        "training and validation items excluded.",
+        f"Ranker: {kind} (chosen on validation), retrained per row with the full model's "
+        "round count (LightGBM) or early stopping on validation (MTL); candidates fixed (each "
+        "source still retrieves); test ranks all items, training and validation items excluded.",
         f"Candidate recall on test: {float(test['y'].sum() / test['n_rel'].sum()):.3f}.",
     ]
     return table, notes

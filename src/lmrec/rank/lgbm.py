@@ -118,7 +118,10 @@ class LGBMRanker:
         sets: list[Any] = []
         callbacks: list[Any] = []
         if valid is not None:
-            sets = [lgb.Dataset(valid[0], label=valid[2], group=valid[1], reference=train)]
+            sets = [
+                lgb.Dataset(valid[0], label=valid[2], group=valid[1], reference=train,
+                            params={"max_bin": self.config.max_bin})
+            ]  # fmt: skip
             callbacks = [lgb.early_stopping(self.config.early_stopping_rounds, verbose=False)]
         self.booster = lgb.train(
             self._params(),
@@ -143,7 +146,8 @@ class LGBMRanker:
             tr, te = row_fold != k, row_fold == k
             train = lgb.Dataset(x[tr], label=labels[tr], group=sizes[folds != k],
                                 params={"max_bin": self.config.max_bin})  # fmt: skip
-            held = lgb.Dataset(x[te], label=labels[te], group=sizes[folds == k], reference=train)
+            held = lgb.Dataset(x[te], label=labels[te], group=sizes[folds == k], reference=train,
+                               params={"max_bin": self.config.max_bin})  # fmt: skip
             record: dict[str, Any] = {}
             lgb.train(
                 self._params(), train, num_boost_round=self.config.n_estimators,
@@ -215,7 +219,10 @@ class LGBMRating:
         sets: list[Any] = []
         callbacks: list[Any] = []
         if valid is not None and len(valid[0]):
-            sets = [lgb.Dataset(valid[0], label=valid[1], reference=train)]
+            sets = [
+                lgb.Dataset(valid[0], label=valid[1], reference=train,
+                            params={"max_bin": self.config.max_bin})
+            ]  # fmt: skip
             callbacks = [lgb.early_stopping(self.config.early_stopping_rounds, verbose=False)]
         self.booster = lgb.train(
             params, train, num_boost_round=self.config.n_estimators, valid_sets=sets,
