@@ -270,3 +270,16 @@ def test_item_vector_column_becomes_a_cosine_feature(data: Dataset) -> None:
     assert x[same, j].mean() > x[~same, j].mean() + 0.5
     with pytest.raises(ConfigError, match="vector column"):
         FusionRecommender(**FAST, features={"vector_columns": ["nope"]}).fit(ds)
+
+
+def test_ranking_among_given_candidates_trains_among_part_b_items(split) -> None:  # type: ignore[no-untyped-def]
+    shelf = sorted(set(split.valid.interactions["item_id"]))
+    model = FusionRecommender(**{**FAST, "holdout": "items", "holdout_share": 0.3}, ranker="lgbm")
+    model.keep_rows = True
+    model.fit(split.train, valid=split.valid, valid_candidates=shelf)
+    train = model.rows["train"]
+    ((_, part_b),) = holdout_parts(split.train, "items", 0.3, seed=model.config.seed)
+    b_items = set(model._check()[1].lookup(part_b["item_id"]))
+    assert set(train["item"]) <= b_items  # only part B's own items were candidates
+    allowed = set(model._check()[1].lookup(shelf))
+    assert set(model.rows["valid"]["item"]) <= allowed

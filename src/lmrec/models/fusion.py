@@ -187,7 +187,13 @@ class FusionRecommender(Recommender):
             src = CandidateSources(cfg.sources).fit(part_a, self._valid_ds, f"sources (A{k})")
             feats = FeatureBuilder(cfg.features, cfg.sources, self.attributes)
             feats.fit(part_a, src.models[cfg.sources[0].label].seen)
-            part = self._rows(src, feats, labels)
+            # ranking among given candidates (fit's valid_candidates, e.g. only new items):
+            # train the ranker the same way, among part B's own items
+            allowed = None
+            if self.valid_candidates is not None:
+                allowed = np.unique(self._check()[1].lookup(labels[ITEM]))
+                allowed = allowed[allowed >= 0]
+            part = self._rows(src, feats, labels, allowed=allowed)
             part["fold"] = np.full(len(part["sizes"]), k)
             train_parts.append(part)
         train = {k: np.concatenate([p[k] for p in train_parts]) for k in train_parts[0]}
