@@ -315,7 +315,12 @@ class ItemAttributes:
 
     def group_names(self) -> list[str]:
         """Groups in column order (item-table groups first, then KG groups)."""
-        return [str(g) for g in pd.unique(self.groups)] if len(self.groups) else []
+        # cached: the ranker asks for every candidate block (pd.unique over object labels)
+        cached = self.__dict__.get("_group_names")
+        if cached is None:
+            cached = [str(g) for g in pd.unique(self.groups)] if len(self.groups) else []
+            self.__dict__["_group_names"] = cached
+        return list(cached)
 
     def kg_groups(self) -> list[str]:
         """The groups that came from the knowledge graph."""
@@ -462,9 +467,15 @@ class ItemAttributes:
             if len(idx) and (idx.min() < 0 or idx.max() >= size):
                 raise InputError(f"{name} index out of range [0, {size})")
         names = self.group_names() if groups is None else list(groups)
-        cols = self.columns(names)
-        code = np.full(self.n_attributes, -1, dtype=np.int64)
-        code[cols] = pd.Index(names).get_indexer(self.groups[cols])
+        cached = self.__dict__.get("_all_codes") if groups is None else None
+        if cached is None:
+            cols = self.columns(names)
+            code = np.full(self.n_attributes, -1, dtype=np.int64)
+            code[cols] = pd.Index(names).get_indexer(self.groups[cols])
+            if groups is None:
+                self.__dict__["_all_codes"] = (cols, code)
+        else:
+            cols, code = cached
         n_pairs, n_groups = len(users), len(names)
         table = np.zeros((n_pairs, n_groups), dtype=np.float32)
         if n_pairs and n_groups:
