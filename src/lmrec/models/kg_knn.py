@@ -19,8 +19,8 @@ from pydantic import Field
 
 from lmrec.data.schema import Dataset
 from lmrec.errors import ConfigError, InputError
-from lmrec.models.base import ModelConfig, Recommender, register
-from lmrec.models.metadata import feature_similarity, idf_weights
+from lmrec.models.base import ModelConfig, register
+from lmrec.models.metadata import ItemSimilarityModel, feature_similarity, idf_weights
 from lmrec.rank.attributes import ItemAttributes
 
 #: Subfolder of the model directory holding the item attributes (read by ``lmrec profile``).
@@ -45,7 +45,7 @@ class KGKNNConfig(ModelConfig):
 
 
 @register
-class KGKNN(Recommender):
+class KGKNN(ItemSimilarityModel):
     """Item-kNN over knowledge-graph entities (actors, directors...) and item attributes.
 
     Attributes:
@@ -116,25 +116,14 @@ class KGKNN(Recommender):
         """The groups the default picked (so a tuned config names them)."""
         return {"groups": list(self.groups_used)} if self.config.groups is None else {}
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        assert self.similarity is not None and self.seen is not None
-        return np.asarray((self.seen[user_idx] @ self.similarity).toarray(), dtype=np.float32)
-
     def _state(self) -> dict[str, np.ndarray]:
-        s = self.similarity
-        assert s is not None
         return {
-            "sim_data": s.data,
-            "sim_indices": s.indices,
-            "sim_indptr": s.indptr,
+            **self._similarity_state(),
             "groups_used": np.asarray(self.groups_used, dtype=str),
         }
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        n = len(state["sim_indptr"]) - 1
-        self.similarity = sp.csr_matrix(
-            (state["sim_data"], state["sim_indices"], state["sim_indptr"]), shape=(n, n)
-        )
+        self._set_similarity_state(state)
         self.groups_used = [str(g) for g in state["groups_used"]]
 
     def _save_files(self, out: Path) -> None:

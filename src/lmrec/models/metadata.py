@@ -247,8 +247,29 @@ def idf_weights(features: sp.csr_matrix) -> np.ndarray:
     return (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
 
 
+class ItemSimilarityModel(Recommender):
+    """Base of item-kNN models whose score is ``history @ similarity`` (item x item)."""
+
+    similarity: sp.csr_matrix | None
+
+    def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        assert self.similarity is not None and self.seen is not None
+        return np.asarray((self.seen[user_idx] @ self.similarity).toarray(), dtype=np.float32)
+
+    def _similarity_state(self) -> dict[str, np.ndarray]:
+        s = self.similarity
+        assert s is not None
+        return {"sim_data": s.data, "sim_indices": s.indices, "sim_indptr": s.indptr}
+
+    def _set_similarity_state(self, state: dict[str, np.ndarray]) -> None:
+        n = len(state["sim_indptr"]) - 1
+        self.similarity = sp.csr_matrix(
+            (state["sim_data"], state["sim_indices"], state["sim_indptr"]), shape=(n, n)
+        )
+
+
 @register
-class MetadataKNN(Recommender):
+class MetadataKNN(ItemSimilarityModel):
     """Item-kNN over catalog metadata (genres, categories, release decade) only.
 
     Attributes:
@@ -290,25 +311,14 @@ class MetadataKNN(Recommender):
         """The fields the automatic selection picked (so a tuned config names them)."""
         return {"fields": list(self.fields_used)} if self.config.fields is None else {}
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        assert self.similarity is not None and self.seen is not None
-        return np.asarray((self.seen[user_idx] @ self.similarity).toarray(), dtype=np.float32)
-
     def _state(self) -> dict[str, np.ndarray]:
-        s = self.similarity
-        assert s is not None
         return {
-            "sim_data": s.data,
-            "sim_indices": s.indices,
-            "sim_indptr": s.indptr,
+            **self._similarity_state(),
             "feature_names": np.asarray(self.feature_names, dtype=str),
             "fields_used": np.asarray(self.fields_used, dtype=str),
         }
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        n = len(state["sim_indptr"]) - 1
-        self.similarity = sp.csr_matrix(
-            (state["sim_data"], state["sim_indices"], state["sim_indptr"]), shape=(n, n)
-        )
+        self._set_similarity_state(state)
         self.feature_names = [str(x) for x in state["feature_names"]]
         self.fields_used = [str(x) for x in state["fields_used"]]
