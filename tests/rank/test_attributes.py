@@ -12,7 +12,8 @@ import scipy.sparse as sp
 
 import lmrec.rank.attributes as attributes_module
 from lmrec.errors import InputError
-from lmrec.rank.attributes import ItemAttributes, kg_group
+from lmrec.rank.attributes import ItemAttributes
+from lmrec.rank.kg_facts import kg_group
 
 ITEM_IDS = ["i1", "i2", "i3", "i4", "i5", "i6"]
 ITEMS = pd.DataFrame(
