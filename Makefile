@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# system packages the tests drive for real: PostgreSQL (storage tests) and Chromium (page test)
+SYSTEM_STAMP := $(VENV)/.lmrec-system
+$(SYSTEM_STAMP):
+	@mkdir -p $(VENV)
+	bash scripts/system-deps.sh
+	touch $(SYSTEM_STAMP)
+
 setup: $(STAMP)
 
 demo: setup
@@ -28,7 +35,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
+unit: setup $(SYSTEM_STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

@@ -19,6 +19,7 @@ import pandas as pd
 import typer
 
 from lmrec.errors import ConfigError, InputError, LmrecError
+from lmrec.serve.commands import register as register_serve_commands
 
 app = typer.Typer(
     help="lmrec: a recommender engine with language models at its centre.",
@@ -493,6 +494,9 @@ def demo(
     from lmrec.demo import run_demo
 
     run_demo(out, typer.echo)
+
+
+register_serve_commands(app, handle_errors)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,1 @@
+"""HTTP service: settings, storage, online state, routes, web page."""
