@@ -137,8 +137,14 @@ class ServingState:
         with self.ingest_lock:
             result = self.store.add_events(events)
             if result.accepted:
-                # re-read them with their sequence numbers, so replay never double-applies
-                self._catch_up(self.current)
+                # a model loaded later replays these from the store by sequence number
+                fresh = set(result.accepted)
+                new = []
+                for ev in events:
+                    if ev.event_id in fresh:
+                        new.append(ev)
+                        fresh.discard(ev.event_id)  # the first copy in a batch is the one stored
+                self.current.apply(new)
         return result
 
     def forget_user(self, user_id: str) -> int:
