@@ -244,6 +244,8 @@ class FusionRecommender(Recommender):
         else:
             self.chosen["ranker"] = "lgbm"
         self.chosen["rating"] = self._choose_rating(valid)
+        if self.chosen["ranker"] == "lgbm" and self.lgbm is not None:
+            self.lgbm.compile_trees()  # in the background: serving latency, same scores
         if valid is not None:
             best = self.lgbm if self.chosen["ranker"] == "lgbm" else self.mtl
             assert best is not None
@@ -419,6 +421,9 @@ class FusionRecommender(Recommender):
             self.attributes.save(out / "attributes")
         if self.lgbm is not None:
             (out / "ranker_lgbm.txt").write_text(self.lgbm.to_string())
+            if self.lgbm.compiled is not None:
+                self.lgbm.compiled.wait()
+                self.lgbm.compiled.copy_to(out)
         if self.rating_lgbm is not None:
             (out / "rating_lgbm.txt").write_text(self.rating_lgbm.to_string())
 
@@ -441,6 +446,8 @@ class FusionRecommender(Recommender):
         self.mtl = MultiTaskRanker.from_state(cfg.mtl, mtl) if mtl else None
         path = src / "ranker_lgbm.txt"
         self.lgbm = LGBMRanker.from_string(cfg.lgbm, path.read_text()) if path.is_file() else None
+        if self.lgbm is not None and self.chosen.get("ranker") == "lgbm":
+            self.lgbm.compile_trees(folder=src)
         path = src / "rating_lgbm.txt"
         self.rating_lgbm = None
         if path.is_file() and meta["rating_range"]:

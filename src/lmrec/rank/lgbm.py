@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 from pydantic import Field
 
 from lmrec.errors import InputError
 from lmrec.models.base import ModelConfig
+
+if TYPE_CHECKING:
+    from lmrec.rank.compiled import CompiledTrees
 
 
 class LGBMConfig(ModelConfig):
@@ -29,6 +33,11 @@ class LGBMConfig(ModelConfig):
     )
     seed: int = Field(2020, description="Random seed.")
     num_threads: int = Field(2, ge=0, description="LightGBM threads (0: all cores).")
+    compile: Literal["auto", "off"] = Field(
+        "auto",
+        description="Compile the fitted ranker to native code with lleaves when installed "
+        "(same scores, ~9x faster one-user ranking).",
+    )
 
 
 def ndcg_at(
@@ -62,6 +71,7 @@ class LGBMRanker:
         self.booster: Any = None
         self.best_iteration: int | None = None
         self.cv_rounds: int | None = None
+        self.compiled: CompiledTrees | None = None
 
     def _params(self) -> dict[str, Any]:
         c = self.config
@@ -167,10 +177,39 @@ class LGBMRanker:
             raise InputError("the LightGBM ranker is not fitted")
         n = self.best_iteration or None
         # one user's few hundred rows: thread start-up costs more than it saves
-        threads = 1 if len(x) < 2000 else self.config.num_threads
+        threads = 1 if len(x) < 2000 else max(self.config.num_threads, 1)
+        if self.compiled is not None:
+            fast = self.compiled.predict(x, n_jobs=threads)
+            if fast is not None:
+                return fast
         return np.asarray(
             self.booster.predict(x, num_iteration=n, num_threads=threads), dtype=np.float64
         )
+
+    def compile_trees(self, folder: Path | None = None, wait: bool = False) -> bool:
+        """Start compiling the fitted trees with lleaves (see `lmrec.rank.compiled`).
+
+        Args:
+            folder: A saved model folder that may hold the compiled object already.
+            wait: Compile in this thread (else in the background; LightGBM predicts until
+                it is ready).
+
+        Returns:
+            Whether compiling was started (False without lleaves or with ``compile="off"``).
+        """
+        from lmrec.rank import compiled
+
+        if self.booster is None or self.config.compile == "off" or not compiled.available():
+            return False
+        trees = compiled.CompiledTrees(self.to_string())
+        if folder is not None:
+            trees.adopt(folder)
+        self.compiled = trees
+        if wait or trees.cached():  # a cached object loads in milliseconds
+            trees.compile()
+        else:
+            trees.start()
+        return True
 
     def to_string(self) -> str:
         """The model as LightGBM text (no pickle)."""
