@@ -261,3 +261,21 @@ def test_put_user_keeps_fields_left_out_and_ids_must_fit_a_path(http: httpx.Clie
     assert r.status_code == 422 and "'/'" in r.json()["detail"]
     r = http.put("/items/m77", json={"title": "   "})
     assert r.status_code == 422 and "title" in r.json()["detail"]
+
+
+def test_unknown_items_can_be_auto_created_and_batches_are_capped(
+    base_model: Path, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "model"
+    shutil.copytree(base_model, model_dir)
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    with (
+        live_server(model_dir, db, unknown_items="create", max_batch=3) as s,
+        s.client() as http,
+    ):
+        r = http.post("/events", json=ev("u1", "brand-new"))
+        assert r.status_code == 200 and r.json()["accepted"] == 1
+        assert "brand-new" not in rec_ids(http, "u1", k=17)  # now seen by u1
+        assert "brand-new" in rec_ids(http, "u2", k=17)  # a real, recommendable item
+        r = http.post("/events", json={"events": [ev("u1", "m1") for _ in range(4)]})
+        assert r.status_code == 413 and "at most 3" in r.json()["detail"]

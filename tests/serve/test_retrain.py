@@ -126,3 +126,17 @@ def test_watcher_picks_up_a_retrained_model(base_model: Path, tmp_path: Path) ->
             lambda: http.get("/ready").json()["detail"]["trained_seq"] == 1, timeout_s=20
         )
         assert server.app.state.serving.swap_count == 1
+
+
+def test_scheduled_retrain_swaps_in_new_events(base_model: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    shutil.copytree(base_model, model_dir)
+    db = f"sqlite:///{tmp_path / 'e.db'}"
+    with (
+        live_server(model_dir, db, retrain_interval_s=0.5) as server,
+        server.client() as http,
+    ):
+        http.post("/events", json=ev("sched", "m2"))
+        assert wait_for(lambda: server.app.state.serving.swap_count >= 1, timeout_s=60)
+        model = Recommender.load(model_dir)
+        assert model.users is not None and "sched" in model.users

@@ -83,7 +83,6 @@ def create_app(settings: ServeSettings, state: ServingState | None = None) -> Fa
         # full garbage collections (tens of ms each) out of request tails
         gc.collect()
         gc.freeze()
-        gc.set_threshold(50_000, 50, 100)  # fewer, cheaper collections under event load
         watcher = None
         if settings.reload_interval_s > 0:
             watcher = Watcher(app.state.serving, settings.reload_interval_s)

@@ -13,14 +13,10 @@ with ``synchronous=FULL`` in WAL mode, so an acknowledged batch survives a crash
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,8 +31,31 @@ from sqlalchemy.pool import StaticPool
 
 from lmrec.errors import ConfigError, InputError, LmrecError
 from lmrec.serve import tables as t
+from lmrec.serve.records import (
+    EVENT_TYPES,
+    EventRecord,
+    IngestResult,
+    ItemRecord,
+    UserRecord,
+    check_event,
+    check_id,
+    check_json,
+    check_limit,
+    user_hash,
+)
 
-EVENT_TYPES: tuple[str, ...] = ("view", "click", "like", "dislike", "rating", "purchase")
+__all__ = [
+    "EVENT_TYPES",
+    "EventRecord",
+    "IngestResult",
+    "ItemRecord",
+    "Store",
+    "StoreConfigError",
+    "StoreError",
+    "UserRecord",
+    "user_hash",
+]
+
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: Key of the PostgreSQL advisory lock that serialises writers (any fixed 64-bit number).
@@ -55,70 +74,6 @@ class StoreError(LmrecError):
 
 class StoreConfigError(StoreError, ConfigError):
     """A malformed or unsupported database URL (also a `ConfigError`, like other bad options)."""
-
-
-@dataclass(frozen=True)
-class EventRecord:
-    """One user interaction.
-
-    Attributes:
-        event_id: Client-chosen unique ID; resending it is a no-op (idempotent ingest).
-        user_id: External user ID.
-        item_id: External item ID.
-        type: One of `EVENT_TYPES`.
-        ts: When it happened, timezone-aware (returned in UTC).
-        value: The rating or other amount, when the type has one.
-        recommendation_id: The recommendation response that led to it, if any.
-        seq: Store-assigned insertion order (monotonic); None before the event is stored.
-    """
-
-    event_id: str
-    user_id: str
-    item_id: str
-    type: str
-    ts: datetime
-    value: float | None = None
-    recommendation_id: str | None = None
-    seq: int | None = None
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    """Outcome of `Store.add_events`.
-
-    Attributes:
-        accepted: Event IDs newly stored, in input order.
-        duplicates: Event IDs already stored or repeated earlier in the same batch, in input
-            order (a repeated ID appears once per repeat).
-    """
-
-    accepted: list[str]
-    duplicates: list[str]
-
-
-@dataclass(frozen=True)
-class UserRecord:
-    """A user's profile as stored by the service."""
-
-    user_id: str
-    profile_text: str | None
-    attributes: dict[str, Any]
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class ItemRecord:
-    """A catalog change made through the service; ``deleted`` rows are tombstones."""
-
-    item_id: str
-    fields: dict[str, Any]
-    deleted: bool
-    updated_at: datetime
-
-
-def user_hash(user_id: str) -> str:
-    """The SHA-256 hex digest recorded for a forgotten user."""
-    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
 
 
 def _mask_unparsed(url: str) -> str:
@@ -320,7 +275,7 @@ class Store:
         first: dict[str, int] = {}
         rows: list[dict[str, Any]] = []
         for i, event in enumerate(events):
-            _check_event(event, i)
+            check_event(event, i)
             if event.event_id in first:
                 continue
             first[event.event_id] = i
@@ -361,7 +316,7 @@ class Store:
             limit: At most this many events.
             before_seq: Only events with a lower ``seq`` (to page back through history).
         """
-        _check_limit(limit)
+        check_limit(limit)
         query = sa.select(t.events).where(t.events.c.user_id == user_id)
         if before_seq is not None:
             query = query.where(t.events.c.seq < before_seq)
@@ -373,7 +328,7 @@ class Store:
         """Events with ``seq > after_seq`` in ascending ``seq`` order (replay, retraining)."""
         query = sa.select(t.events).where(t.events.c.seq > after_seq).order_by(t.events.c.seq)
         if limit is not None:
-            _check_limit(limit)
+            check_limit(limit)
             query = query.limit(limit)
         with self._connect() as conn:
             return [_event(row) for row in conn.execute(query)]
@@ -411,10 +366,10 @@ class Store:
         Raises:
             InputError: A bad ID, or attributes that are not a JSON object.
         """
-        _check_id(user_id, "user_id")
+        check_id(user_id, "user_id")
         if profile_text is not None and not isinstance(profile_text, str):
             raise InputError("profile_text must be a string or None", column="profile_text")
-        _check_json(attributes, "attributes")
+        check_json(attributes, "attributes")
         stmt = self._insert(t.users).values(
             user_id=user_id,
             profile_text=profile_text,
@@ -445,7 +400,7 @@ class Store:
         Returns:
             The number of events deleted.
         """
-        _check_id(user_id, "user_id")
+        check_id(user_id, "user_id")
         forgotten = self._insert(t.forgotten_users).values(
             user_hash=user_hash(user_id), forgotten_at=datetime.now(UTC)
         )
@@ -479,8 +434,8 @@ class Store:
         Raises:
             InputError: A bad ID, or fields that are not a JSON object.
         """
-        _check_id(item_id, "item_id")
-        _check_json(fields, "fields")
+        check_id(item_id, "item_id")
+        check_json(fields, "fields")
         stmt = self._insert(t.items).values(
             item_id=item_id, fields=fields, deleted=False, updated_at=datetime.now(UTC)
         )
@@ -501,7 +456,7 @@ class Store:
             True if a live row was tombstoned or a tombstone created; False if the item was
             already deleted (its row, ``updated_at`` included, is left as it was).
         """
-        _check_id(item_id, "item_id")
+        check_id(item_id, "item_id")
         stmt = self._insert(t.items).values(
             item_id=item_id, fields={}, deleted=True, updated_at=datetime.now(UTC)
         )
@@ -527,55 +482,6 @@ class Store:
 
 
 # ---------------------------------------------------------------------- checks and rows
-
-
-def _check_id(value: object, column: str, max_length: int = t.ID_LENGTH) -> None:
-    if not isinstance(value, str) or not value:
-        raise InputError(f"{column} must be a non-empty string, got {value!r}", column=column)
-    if len(value) > max_length:
-        raise InputError(
-            f"{column} is longer than {max_length} characters: {value[:40]!r}...", column=column
-        )
-
-
-def _check_event(event: EventRecord, i: int) -> None:
-    """Reject an event that the schema or the models cannot hold, naming the field."""
-    try:
-        _check_id(event.event_id, "event_id")
-        _check_id(event.user_id, "user_id")
-        _check_id(event.item_id, "item_id")
-        if event.type not in EVENT_TYPES:
-            raise InputError(
-                f"type must be one of {', '.join(EVENT_TYPES)}, got {event.type!r}", column="type"
-            )
-        if not isinstance(event.ts, datetime) or event.ts.utcoffset() is None:
-            # a naive time is ambiguous: refuse it rather than guess the sender's zone
-            raise InputError(f"ts must be a timezone-aware datetime, got {event.ts!r}", column="ts")
-        if event.value is not None and (
-            isinstance(event.value, bool)
-            or not isinstance(event.value, int | float)
-            or not math.isfinite(event.value)
-        ):
-            raise InputError(f"value must be a finite number or None, got {event.value!r}")
-        if event.recommendation_id is not None:
-            _check_id(event.recommendation_id, "recommendation_id", t.RECOMMENDATION_ID_LENGTH)
-    except InputError as e:
-        raise InputError(f"event {i} ({event.event_id!r}): {e.message}", column=e.column) from None
-
-
-def _check_limit(limit: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise InputError(f"limit must be a non-negative integer, got {limit!r}", column="limit")
-
-
-def _check_json(value: object, column: str) -> None:
-    """A JSON object that both backends accept (PostgreSQL's json refuses NaN)."""
-    if not isinstance(value, dict):
-        raise InputError(f"{column} must be a JSON object (dict), got {value!r}", column=column)
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"{column} is not valid JSON: {e}", column=column) from None
 
 
 def _event(row: Row[Any]) -> EventRecord:
