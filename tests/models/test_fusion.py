@@ -109,8 +109,13 @@ def test_holdout_parts_are_disjoint_and_leak_free(data: Dataset, mode: str) -> N
 def test_fused_ranker_is_chosen_on_validation_and_learns(fitted: FusionRecommender, split) -> None:  # type: ignore[no-untyped-def]
     from lmrec.evaluate.protocol import evaluate
 
-    assert fitted.chosen["ranker"] in ("lgbm", "mtl")
+    assert fitted.chosen["ranker"] in ("lgbm", "mtl", "source")
     assert set(fitted.report["valid_ndcg@10"]) == {"lgbm", "mtl"}
+    # the guard compared the ranker with every single source on validation
+    sources = fitted.report["valid_ndcg@10_sources"]
+    assert {"ease:z", "pop:z"} <= set(sources) or len(sources) >= 2
+    if fitted.chosen["ranker"] != "source":
+        assert max(sources.values()) <= fitted.report["valid_ndcg@10_chosen"]
     params = fitted.fitted_params()
     assert params["ranker"] == fitted.chosen["ranker"]
     pop = create_pop(split)
@@ -283,3 +288,31 @@ def test_ranking_among_given_candidates_trains_among_part_b_items(split) -> None
     assert set(train["item"]) <= b_items  # only part B's own items were candidates
     allowed = set(model._check()[1].lookup(shelf))
     assert set(model.rows["valid"]["item"]) <= allowed
+
+
+def test_source_guard_ranks_by_the_best_source_and_survives_save_load(
+    split, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    model = FusionRecommender(**FAST, ranker="lgbm")
+    model.keep_rows = True
+    model.fit(split.train, valid=split.valid)
+    model.report["valid_ndcg@10_chosen"] = -1.0  # as if the ranker had lost on validation
+    model._guard(model.rows["valid"])
+    assert model.chosen["ranker"] == "source"
+    name = model.chosen["source"]
+    label = name.split(":")[0]
+    seen = set(split.train.interactions.query("user_id == 'u1'")["item_id"])
+    items = [i for i in (f"i{j}" for j in range(40)) if i not in seen][:8]  # unseen: finite
+    ranked = model.rank_items("u1", items)
+    source = model.sources.models[label]  # type: ignore[union-attr]
+    own = source.score(["u1"], items)[0]
+    assert list(ranked["item_id"]) == [items[j] for j in np.argsort(-own, kind="stable")]
+    model.save(tmp_path / "g")
+    loaded = Recommender.load(tmp_path / "g")
+    assert isinstance(loaded, FusionRecommender) and loaded.chosen["source"] == name
+    assert list(loaded.rank_items("u1", items)["item_id"]) == list(ranked["item_id"])
+    # refitting from fitted_params keeps the choice without validation
+    params = model.fitted_params()
+    assert params["ranker"] == "source" and params["source_feature"] == name
+    with pytest.raises(ConfigError, match="source_feature"):
+        FusionRecommender(**FAST, ranker="source", source_feature="nope").fit(split.train)

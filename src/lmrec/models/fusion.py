@@ -30,7 +30,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from lmrec.data.schema import ITEM, RATING, USER, Dataset
-from lmrec.errors import InputError, LmrecError
+from lmrec.errors import ConfigError, InputError, LmrecError
 from lmrec.models.base import ModelConfig, Recommender, register
 from lmrec.models.topk import gather
 from lmrec.rank.attributes import ItemAttributes
@@ -58,11 +58,19 @@ class FusionConfig(ModelConfig):
         default_factory=lambda: list(DEFAULT_SOURCES), description="Candidate sources."
     )
     features: FeatureConfig = Field(default_factory=FeatureConfig, description="Features.")
-    ranker: Literal["auto", "lgbm", "mtl"] = Field(
+    ranker: Literal["auto", "lgbm", "mtl", "source"] = Field(
         "auto", description="Ranker; auto keeps the better on validation (lgbm without it)."
+    )
+    source_feature: str | None = Field(
+        None, description="With ranker = source: the score column to rank by, e.g. 'ease:z'."
     )
     rating_model: Literal["auto", "lgbm", "mtl"] = Field(
         "auto", description="Rating predictor; auto keeps the lower validation RMSE."
+    )
+    source_guard: bool = Field(
+        True,
+        description="Rank by the best single source's score when it beats the ranker on "
+        "validation NDCG@10 (a ranker must earn its place).",
     )
     lgbm: LGBMConfig = Field(default_factory=LGBMConfig, description="LightGBM settings.")
     mtl: MTLConfig = Field(default_factory=MTLConfig, description="Multi-task MLP settings.")
@@ -232,7 +240,15 @@ class FusionRecommender(Recommender):
             self.mtl = MultiTaskRanker(cfg.mtl).fit(tx, tsz, ty, rating=tr, valid=vtuple)
         if "rating_x" in train and cfg.rating_model in ("auto", "lgbm"):
             self.rating_lgbm = _fit_rating_lgbm(cfg.lgbm, train, valid)
-        if cfg.ranker != "auto":
+        if cfg.ranker == "source":
+            assert self.features is not None
+            if cfg.source_feature not in self.features.names:
+                options = [n for n in self.features.names if n.endswith(":z")]
+                raise ConfigError(
+                    f"source_feature {cfg.source_feature!r} is not a feature; one of {options}"
+                )
+            self.chosen["ranker"], self.chosen["source"] = "source", cfg.source_feature
+        elif cfg.ranker != "auto":
             self.chosen["ranker"] = cfg.ranker
         elif valid is not None and self.lgbm is not None and self.mtl is not None:
             scores = {
@@ -244,9 +260,7 @@ class FusionRecommender(Recommender):
         else:
             self.chosen["ranker"] = "lgbm"
         self.chosen["rating"] = self._choose_rating(valid)
-        if self.chosen["ranker"] == "lgbm" and self.lgbm is not None:
-            self.lgbm.compile_trees()  # in the background: serving latency, same scores
-        if valid is not None:
+        if valid is not None and self.chosen["ranker"] != "source":
             best = self.lgbm if self.chosen["ranker"] == "lgbm" else self.mtl
             assert best is not None
             self.report["valid_candidate_recall"] = float(
@@ -255,6 +269,25 @@ class FusionRecommender(Recommender):
             self.report["valid_ndcg@10_chosen"] = ndcg_at(
                 best.predict(valid["x"]), valid["sizes"], valid["y"], valid["n_rel"], 10
             )
+            if cfg.source_guard and cfg.ranker == "auto":
+                self._guard(valid)
+        if self.chosen["ranker"] == "lgbm" and self.lgbm is not None:
+            self.lgbm.compile_trees()  # in the background: serving latency, same scores
+
+    def _guard(self, valid: dict[str, np.ndarray]) -> None:
+        """Rank by the best single source instead when it beats the ranker on validation."""
+        assert self.features is not None
+        sizes, y, n_rel = valid["sizes"], valid["y"], valid["n_rel"]
+        by_source = {
+            name: ndcg_at(valid["x"][:, j], sizes, y, n_rel, 10)
+            for j, name in enumerate(self.features.names)
+            if name.endswith(":z")
+        }
+        self.report["valid_ndcg@10_sources"] = by_source
+        name = max(by_source, key=lambda n: by_source[n])
+        if by_source[name] > self.report["valid_ndcg@10_chosen"]:
+            self.chosen["ranker"] = "source"
+            self.chosen["source"] = name
 
     def _choose_rating(self, valid: dict[str, np.ndarray] | None) -> str:
         cfg = self.config
@@ -279,6 +312,8 @@ class FusionRecommender(Recommender):
         if self.sources is not None:
             out["sources"] = [s.model_dump() for s in self.sources.fitted_configs()]
         out["ranker"] = self.chosen.get("ranker", self.config.ranker)
+        if out["ranker"] == "source":
+            out["source_feature"] = self.chosen["source"]
         if self.chosen.get("rating") in ("mtl", "lgbm"):
             out["rating_model"] = self.chosen["rating"]
         if self.lgbm is not None:
@@ -294,6 +329,9 @@ class FusionRecommender(Recommender):
         return self.sources, self.features
 
     def _ranker_scores(self, x: np.ndarray) -> np.ndarray:
+        if self.chosen.get("ranker") == "source":  # the validation guard kept one source
+            j = self._parts()[1].names.index(self.chosen["source"])
+            return np.asarray(x[:, j], dtype=np.float64)
         model = self.lgbm if self.chosen.get("ranker") == "lgbm" else self.mtl
         if model is None:
             raise InputError("the fusion model has no fitted ranker")
