@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# the CPU build of torch first (a local wheel here): unpinned, pip would take a CUDA build
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install --quiet -e '.[dev,fast]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,fast,llm]'
 	touch $(STAMP)
 
 # system packages the tests drive for real: PostgreSQL (storage tests) and Chromium (page test)

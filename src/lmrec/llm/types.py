@@ -1,0 +1,53 @@
+"""Types shared by the LLM backends, prompts, grounding and explanations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from lmrec.errors import LmrecError
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message. Instructions go in ``system``; untrusted data only in ``user``."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a backend produced, and what it cost."""
+
+    text: str
+    backend: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    fallback: bool = False  # produced by a fallback after the primary backend failed
+    error: str | None = None  # why the primary backend failed, when it did
+
+
+class GenerationError(LmrecError):
+    """A backend failed (unreachable, timed out, refused); the message says which and why."""
+
+
+class Backend(Protocol):
+    """A text generator behind one call; every backend must return or raise within its timeout."""
+
+    name: str
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        grammar: str | None = None,
+    ) -> Generation:
+        """Complete the chat; ``grammar`` (GBNF) constrains decoding where supported."""
+        ...
