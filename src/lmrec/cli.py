@@ -19,6 +19,7 @@ import pandas as pd
 import typer
 
 from lmrec.errors import ConfigError, InputError, LmrecError
+from lmrec.llm.commands import register as register_llm_commands
 from lmrec.serve.commands import register as register_serve_commands
 
 app = typer.Typer(
@@ -497,6 +498,7 @@ def demo(
 
 
 register_serve_commands(app, handle_errors)
+register_llm_commands(app, handle_errors)
 
 
 def main() -> None:  # pragma: no cover - console entry point
