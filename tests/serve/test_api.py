@@ -279,3 +279,29 @@ def test_unknown_items_can_be_auto_created_and_batches_are_capped(
         assert "brand-new" in rec_ids(http, "u2", k=17)  # a real, recommendable item
         r = http.post("/events", json={"events": [ev("u1", "m1") for _ in range(4)]})
         assert r.status_code == 413 and "at most 3" in r.json()["detail"]
+
+
+def test_explanations_are_lazy_by_recommendation_id_and_inline_on_request(
+    http: httpx.Client,
+) -> None:
+    r = http.get("/users/u1/recommendations", params={"k": 3}).json()
+    assert all(i["explanation"] is None for i in r["items"])  # lists stay lean
+    ex = http.get(f"/recommendations/{r['recommendation_id']}/explanations").json()
+    assert [i["item_id"] for i in ex["items"]] == [i["item_id"] for i in r["items"]]
+    for item in ex["items"]:
+        assert item["explanation"] and item["source"] == "template"
+        assert item["evidence"]["recommended"]["title"] == item["title"]
+        assert item["evidence"]["nearest_liked_items"]  # u1's history backs it
+    zh = http.get(
+        f"/recommendations/{r['recommendation_id']}/explanations", params={"language": "zh"}
+    ).json()
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in zh["items"][0]["explanation"])
+    inline = http.get("/users/u1/recommendations", params={"k": 2, "explain": "true"}).json()
+    assert all(i["explanation"] for i in inline["items"])
+    assert http.get("/recommendations/nope/explanations").status_code == 404
+    assert (
+        http.get(
+            f"/recommendations/{r['recommendation_id']}/explanations", params={"language": "fr"}
+        ).status_code
+        == 422
+    )

@@ -136,6 +136,12 @@ def test_the_whole_flow(page: Page, api: httpx.Client) -> None:
     expect(page.get_by_test_id("rec-score").first).to_have_text(f"{top['score']:.3f}")
     expect(page.get_by_test_id("events-list")).to_contain_text("No events yet")
 
+    # "Why?" fetches the list's explanations lazily, by recommendation_id
+    first = rows(page).first
+    first.get_by_test_id("why").click()
+    expect(first.get_by_test_id("rec-why")).to_contain_text("Because you liked")
+    expect(first.get_by_test_id("rec-why")).to_contain_text(TITLES[before[0]])
+
     # like the first item: it leaves the list, the rest re-ranks, the event is listed
     liked = before[0]
     rid = page.get_by_test_id("rec-list").get_attribute("data-recommendation-id")

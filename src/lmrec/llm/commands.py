@@ -68,7 +68,7 @@ def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
         history = [
             str(i) for i in items.to_ids(seen.indices[seen.indptr[uidx] : seen.indptr[uidx + 1]])
         ]
-        cfg = _backend_config(backend, timeout)
+        cfg = backend_config(backend, timeout)
         llm = make_backend(cfg)
         gen = DirectGenerator(rec, llm, config=GenerateConfig(mode=mode, language=lang))
         out = gen.generate(history, k=k, request=request)
@@ -108,7 +108,7 @@ def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
             typer.echo(f"    {row['explanation']}")
 
 
-def _backend_config(spec: str, timeout: float) -> Any:
+def backend_config(spec: str, timeout: float) -> Any:
     from lmrec.llm.backends import BackendConfig
 
     if spec == "template":

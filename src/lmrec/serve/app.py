@@ -25,6 +25,7 @@ from prometheus_client import (
 
 from lmrec import __version__
 from lmrec.errors import InputError, LmrecError, UnknownIdError
+from lmrec.serve.explanations import Explainers
 from lmrec.serve.routes import router
 from lmrec.serve.schemas import ERROR_RESPONSES, StatusOut
 from lmrec.serve.security import BodyLimit, require
@@ -111,6 +112,7 @@ def create_app(settings: ServeSettings, state: ServingState | None = None) -> Fa
     app.state.serving = state
     app.state.metrics = metrics = Metrics()
     app.state.retrain_lock = threading.Lock()
+    app.state.explainers = Explainers(_llm_backend(settings))
 
     @app.middleware("http")
     async def measure(
@@ -203,6 +205,13 @@ def create_app(settings: ServeSettings, state: ServingState | None = None) -> Fa
         return HTMLResponse(_page_html())
 
     return app
+
+
+def _llm_backend(settings: ServeSettings) -> Any:
+    from lmrec.llm.backends import make_backend
+    from lmrec.llm.commands import backend_config
+
+    return make_backend(backend_config(settings.llm_backend, settings.llm_timeout_s))
 
 
 def _jsonable(errors: Any) -> list[dict[str, Any]]:

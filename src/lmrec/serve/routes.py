@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 
@@ -16,6 +16,8 @@ from lmrec.serve.schemas import (
     EventOut,
     EventsBody,
     EventsOut,
+    ExplainedItem,
+    ExplanationsOut,
     Id,
     IngestOut,
     ItemIn,
@@ -127,8 +129,14 @@ def recommendations(
     request: Request,
     k: Annotated[int, Query(ge=1, le=1000)] = 10,
     exclude_seen: bool = True,
+    explain: bool = False,
+    language: Literal["en", "zh"] = "en",
 ) -> RecommendationsOut:
-    """Top-k items for a user; unknown users get cold-start lists (profile text or popular)."""
+    """Top-k items for a user; unknown users get cold-start lists (profile text or popular).
+
+    With ``explain=true`` every item carries an evidence-based explanation (slower: fetch
+    them later by ``recommendation_id`` to keep lists fast).
+    """
     settings, state = _settings(request), _state(request)
     _check_id(user_id, "user_id")
     if k > settings.max_k:
@@ -142,13 +150,60 @@ def recommendations(
         profile_text=profile.profile_text if profile else None,
     )
     rid = state.remember(user_id, [i for i, _, _ in items])
+    scored = [
+        ScoredItem(item_id=i, rank=r + 1, score=s, title=t) for r, (i, s, t) in enumerate(items)
+    ]
+    if explain and scored:
+        texts = _explanations(request, online, user_id, [i.item_id for i in scored], language)
+        for item, ex in zip(scored, texts, strict=True):
+            item.explanation, item.evidence = ex["explanation"], ex["evidence"]
     return RecommendationsOut(
-        user_id=user_id,
-        recommendation_id=rid,
-        model=online.version,
-        cold_start=cold,
+        user_id=user_id, recommendation_id=rid, model=online.version, cold_start=cold, items=scored
+    )
+
+
+def _explanations(
+    request: Request, online: Any, user_id: str, item_ids: list[str], language: str
+) -> list[dict[str, Any]]:
+    try:
+        explainer = request.app.state.explainers.for_model(online)
+    except ValueError as e:
+        raise HTTPException(409, str(e)) from None
+    lang = "zh" if language == "zh" else "en"
+    return explainer.explain(user_id, item_ids, lang)
+
+
+@router.get(
+    "/recommendations/{recommendation_id}/explanations",
+    response_model=ExplanationsOut,
+    tags=["recommendations"],
+    dependencies=[client],
+)
+def explanations(
+    recommendation_id: Annotated[str, Path(min_length=1, max_length=64)],
+    request: Request,
+    language: Literal["en", "zh"] = "en",
+) -> ExplanationsOut:
+    """Explanations of a list served earlier (lazy: the list itself stays fast)."""
+    state = _state(request)
+    served = state.served(recommendation_id)
+    if served is None:
+        raise HTTPException(404, f"recommendation_id: unknown or expired {recommendation_id!r}")
+    online = state.current
+    items = [i for i in served.items if online.has_item(i)]
+    texts = _explanations(request, online, served.user_id, items, language)
+    return ExplanationsOut(
+        recommendation_id=recommendation_id,
+        user_id=served.user_id,
         items=[
-            ScoredItem(item_id=i, rank=r + 1, score=s, title=t) for r, (i, s, t) in enumerate(items)
+            ExplainedItem(
+                item_id=ex["item_id"],
+                title=online.title(int(online.items.lookup([ex["item_id"]])[0])),
+                explanation=ex["explanation"],
+                source=ex["source"],
+                evidence=ex["evidence"],
+            )
+            for ex in texts
         ],
     )
 

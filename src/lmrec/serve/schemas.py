@@ -133,6 +133,22 @@ class ScoredItem(BaseModel):
     rank: int
     score: float
     title: str | None = None
+    explanation: str | None = Field(None, description="With ?explain=true.")
+    evidence: dict[str, Any] | None = Field(None, description="What the explanation rests on.")
+
+
+class ExplainedItem(BaseModel):
+    item_id: str
+    title: str | None
+    explanation: str
+    source: str = Field(description="llm (its draft passed the faithfulness check) or template.")
+    evidence: dict[str, Any]
+
+
+class ExplanationsOut(BaseModel):
+    recommendation_id: str
+    user_id: str
+    items: list[ExplainedItem]
 
 
 class RecommendationsOut(BaseModel):

@@ -55,6 +55,12 @@ class ServeSettings(BaseSettings):
     retrain_interval_s: float = Field(
         0.0, ge=0, description="Retrain from stored events on this schedule (0: only on demand)."
     )
+    llm_backend: str = Field(
+        "template",
+        description="Explanations: template, a packaged model (smollm2-135m, qwen2.5-0.5b), "
+        "a .gguf path, or an OpenAI-compatible base URL.",
+    )
+    llm_timeout_s: float = Field(10.0, gt=0, description="Seconds one LLM call may take.")
     log_level: str = Field("info", description="uvicorn log level.")
 
     @field_validator("client_keys", "admin_keys", mode="before")
