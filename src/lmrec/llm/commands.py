@@ -7,17 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import pandas as pd
 import typer
 
 from lmrec.errors import ConfigError
-
-
-def history_frame(model: Any) -> pd.DataFrame:
-    """The (user, item) pairs a loaded model was fitted on, as an interactions frame."""
-    users, items, seen = model._check()
-    coo = seen.tocoo()
-    return pd.DataFrame({"user_id": users.to_ids(coo.row), "item_id": items.to_ids(coo.col)})
 
 
 def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
@@ -75,7 +67,7 @@ def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
         table = rec.item_table
         assert table is not None
         vectors = getattr(rec, "item_vectors", None)
-        builder = EvidenceBuilder(table, history_frame(rec), vectors, like_threshold=None)
+        builder = EvidenceBuilder(table, rec.fitted_pairs(), vectors, like_threshold=None)
         explanations = explain_list(
             builder, user, out.items, llm, language, catalog_vocabulary(table), request=request
         )

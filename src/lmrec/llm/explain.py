@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from lmrec.llm.evidence import Evidence, EvidenceBuilder
 from lmrec.llm.faithfulness import (
@@ -26,9 +26,9 @@ from lmrec.llm.faithfulness import (
     check_faithfulness,
     check_language,
 )
+from lmrec.llm.prompts import DATA_CLOSE, DATA_OPEN, data_block
 from lmrec.llm.types import Backend, GenerationError, Message
 
-DATA_OPEN, DATA_CLOSE = "<data>", "</data>"
 #: Token budget of a draft: one sentence (Chinese needs more tokens per word).
 MAX_TOKENS: dict[Language, int] = {"en": 96, "zh": 160}
 SYSTEM_PROMPTS: dict[Language, str] = {
@@ -88,16 +88,6 @@ class Explanation:
     problems: list[str] = field(default_factory=list)
     backend: str | None = None
     error: str | None = None
-
-
-def data_block(payload: Mapping[str, Any]) -> str:
-    """``<data>`` + JSON + ``</data>``; ``<``/``>`` escaped so data cannot close the block.
-
-    JSON has ``<`` and ``>`` only inside strings, so replacing them after dumping escapes
-    every string and still decodes to the same payload.
-    """
-    text = json.dumps(payload, ensure_ascii=False)
-    return DATA_OPEN + text.replace("<", "\\u003c").replace(">", "\\u003e") + DATA_CLOSE
 
 
 def explain_messages(evidence: Evidence, language: str) -> list[Message]:

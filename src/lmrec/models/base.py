@@ -143,6 +143,12 @@ class Recommender(ABC):
             raise NotFittedError(f"model '{self.name}' is not fitted; call fit() or load()")
         return self.users, self.items, self.seen
 
+    def fitted_pairs(self) -> pd.DataFrame:
+        """The ``user_id, item_id`` pairs the model was fitted on (from its seen matrix)."""
+        users, items, seen = self._check()
+        coo = seen.tocoo()
+        return pd.DataFrame({USER: users.to_ids(coo.row), ITEM: items.to_ids(coo.col)})
+
     def popularity(self) -> np.ndarray:
         """Training interaction count per item (float32), the fallback for unknown users."""
         _, _, seen = self._check()

@@ -17,7 +17,6 @@ class Explainer:
     """Evidence-first explanations (the LLM drafts, the faithfulness check decides)."""
 
     def __init__(self, online: OnlineModel, backend: Backend | None) -> None:
-        from lmrec.llm.commands import history_frame
         from lmrec.llm.evidence import EvidenceBuilder
         from lmrec.llm.explain import catalog_vocabulary
 
@@ -29,7 +28,7 @@ class Explainer:
         self.backend = backend
         vectors = getattr(online.model, "item_vectors", None)
         self.builder = EvidenceBuilder(
-            table, history_frame(online.model), vectors, like_threshold=None
+            table, online.model.fitted_pairs(), vectors, like_threshold=None
         )
         self.vocabulary = catalog_vocabulary(table)
 

@@ -40,16 +40,10 @@ class RetrainReport:
 
 
 def base_interactions(model: Recommender) -> pd.DataFrame:
-    """The (user, item) pairs the model was fitted on, from its saved seen-item matrix."""
-    users, items, seen = model._check()
-    coo = seen.tocoo()
-    return pd.DataFrame(
-        {
-            USER: users.to_ids(coo.row),
-            ITEM: items.to_ids(coo.col),
-            TIMESTAMP: np.zeros(len(coo.row), dtype=np.float64),
-        }
-    )
+    """The (user, item) pairs the model was fitted on, at time 0 (before any stored event)."""
+    pairs = model.fitted_pairs()
+    pairs[TIMESTAMP] = np.zeros(len(pairs), dtype=np.float64)
+    return pairs
 
 
 def event_interactions(events: list[EventRecord]) -> tuple[pd.DataFrame, set[tuple[str, str]]]:
