@@ -57,3 +57,23 @@ def test_retrain_command_folds_stored_events_into_the_model(
     assert trained_seq(model_dir) == 1
     r = runner.invoke(app, ["retrain", "--model", str(tmp_path / "none"), "--db", db])
     assert r.exit_code == 2
+
+
+def test_settings_come_from_flags_then_env_then_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lmrec.serve.settings import SETTINGS_FILE_ENV, ServeSettings
+
+    file = tmp_path / "serve.toml"
+    file.write_text('db_url = "sqlite:///from-file.db"\nmax_batch = 7\nport = 9000\n')
+    monkeypatch.setenv(SETTINGS_FILE_ENV, str(file))
+    monkeypatch.setenv("LMREC_PORT", "9100")
+    monkeypatch.setenv("LMREC_CLIENT_KEYS", "k" * 16 + ", " + "j" * 16)
+    s = ServeSettings(model_dir=tmp_path, port=9200)
+    assert s.db_url == "sqlite:///from-file.db" and s.max_batch == 7  # from the file
+    assert s.port == 9200  # a flag beats env and file
+    assert ServeSettings(model_dir=tmp_path).port == 9100  # env beats the file
+    assert s.client_keys == ["k" * 16, "j" * 16]
+    file.write_text("nonsense_key = 1\n")
+    with pytest.raises(ValueError, match="nonsense_key"):
+        ServeSettings(model_dir=tmp_path)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -31,10 +32,10 @@ class ServeSettings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Interface to bind.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port).")
-    client_keys: list[str] = Field(
+    client_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="API keys allowed to send events and read lists."
     )
-    admin_keys: list[str] = Field(
+    admin_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="API keys allowed to do everything, incl. catalog writes and deletion.",
     )
@@ -66,7 +67,7 @@ class ServeSettings(BaseSettings):
     @field_validator("client_keys", "admin_keys", mode="before")
     @classmethod
     def _split_keys(cls, v: Any) -> Any:
-        # env vars carry one comma-separated string
+        # env vars carry one comma-separated string (NoDecode: not parsed as JSON first)
         if isinstance(v, str):
             return [k.strip() for k in v.split(",") if k.strip()]
         return v
