@@ -84,6 +84,11 @@ def create_app(settings: ServeSettings, state: ServingState | None = None) -> Fa
         # full garbage collections (tens of ms each) out of request tails
         gc.collect()
         gc.freeze()
+        # requests are the parallelism: a multi-threaded BLAS per tiny product only makes
+        # the worker threads fight over OpenBLAS's pool (seen as 100+ ms request tails)
+        from threadpoolctl import threadpool_limits
+
+        blas = threadpool_limits(limits=1, user_api="blas")
         watcher = None
         if settings.reload_interval_s > 0:
             watcher = Watcher(app.state.serving, settings.reload_interval_s)
@@ -98,6 +103,7 @@ def create_app(settings: ServeSettings, state: ServingState | None = None) -> Fa
             for thread in (watcher, retrainer):
                 if thread is not None:
                     thread.stop()
+            blas.restore_original_limits()
 
     app = FastAPI(
         responses=ERROR_RESPONSES,
