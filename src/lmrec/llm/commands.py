@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from lmrec.errors import ConfigError
+from lmrec.errors import ConfigError, check_option
 
 
 def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
@@ -45,12 +45,9 @@ def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
         from lmrec.llm.generate import DirectGenerator, GenerateConfig
         from lmrec.models.base import Recommender
 
-        if format not in ("json", "text"):
-            raise ConfigError(f"--format must be json or text, got {format!r}")
-        if mode not in ("candidates", "free"):
-            raise ConfigError(f"--mode must be candidates or free, got {mode!r}")
-        if language not in ("en", "zh"):
-            raise ConfigError(f"--language must be en or zh, got {language!r}")
+        check_option("--format", format, ("json", "text"))
+        check_option("--mode", mode, ("candidates", "free"))
+        check_option("--language", language, ("en", "zh"))
         lang: Literal["en", "zh"] = "zh" if language == "zh" else "en"
         rec = Recommender.load(model)
         users, items, seen = rec._check()
