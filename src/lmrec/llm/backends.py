@@ -44,7 +44,10 @@ class TemplateBackend:
     last user message that has one (taking the last ``</data>`` keeps a title that contains
     the tag from cutting the JSON short). Then:
 
-    * if the JSON is an object with a list ``candidates``, the output is
+    * if the JSON is an object with a list ``candidates`` whose entries carry a ``number``
+      (rerank and pick prompts), the output is ``{"order": [...]}`` with the numbers of the
+      first ``k`` candidates (JSON field ``k``, default all), in order: the input order kept;
+    * else if it has a list ``candidates``, the output is
       ``{"items": [{"title": t}, ...]}`` with the titles of the first ``k`` candidates (JSON
       field ``k``, default 10) that are objects with a string ``title``, in order;
     * else if it has a key ``evidence``, the output is ``{"text": ""}``: an empty text,
@@ -89,9 +92,13 @@ class TemplateBackend:
         if not isinstance(data, dict):
             return {}
         if isinstance(data.get("candidates"), list):
-            k = data.get("k", 10)
+            cands = data["candidates"]
+            numbered = [c["number"] for c in cands if isinstance(c, dict) and "number" in c]
+            k = data.get("k", len(numbered) if numbered else 10)
             if isinstance(k, bool) or not isinstance(k, int) or k < 0:
                 raise GenerationError(f"template: k must be a non-negative integer, got {k!r}")
+            if numbered:
+                return {"order": numbered[:k]}
             titles = [
                 c["title"]
                 for c in data["candidates"]

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,9 +28,13 @@ from lmrec.errors import InputError
 from lmrec.llm.grounding import Catalog, GroundingResult, ground
 from lmrec.llm.prompts import (
     Feedback,
+    ItemText,
     build_recommend_prompt,
+    build_rerank_prompt,
     item_texts,
+    order_grammar,
     parse_items,
+    parse_order_result,
     title_grammar,
 )
 from lmrec.llm.types import Backend, Generation, GenerationError
@@ -43,11 +48,22 @@ class GenerateConfig(BaseModel):
     mode: Literal["candidates", "free"] = Field(
         "candidates", description="Pick among retrieved candidates, or name titles freely."
     )
-    n_candidates: int = Field(30, ge=1, le=500, description="Shortlist size in candidates mode.")
-    grammar: bool = Field(True, description="Constrain decoding to the shortlist's titles.")
+    n_candidates: int = Field(20, ge=1, le=100, description="Shortlist size in candidates mode.")
+    output: Literal["numbers", "titles"] = Field(
+        "numbers",
+        description="Candidates mode: the LLM writes shortlist numbers (few tokens) or titles.",
+    )
+    grammar: bool = Field(
+        True, description="Constrain decoding to shortlist numbers or titles (llama-cpp)."
+    )
     max_tokens: int = Field(400, gt=0, description="Most tokens the LLM may write.")
-    history_items: int = Field(20, ge=0, description="Most recent history items in the prompt.")
+    history_items: int = Field(10, ge=0, description="Most recent history items in the prompt.")
     language: Literal["en", "zh"] = Field("en", description="Language of the instruction.")
+    dislike_penalty: float = Field(
+        0.5,
+        ge=0,
+        description="Shortlist score minus this x the item's best cosine to a disliked item.",
+    )
 
 
 @dataclass
@@ -59,6 +75,7 @@ class GeneratedList:
     grounding: GroundingResult
     generation: Generation | None
     filled: int  # items topped up from the retriever
+    shortlist: list[str] = field(default_factory=list)  # what the LLM could pick from
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -103,6 +120,7 @@ class DirectGenerator:
         request: str | None = None,
         liked: Sequence[str] = (),
         disliked: Sequence[str] = (),
+        language: Literal["en", "zh"] | None = None,
     ) -> GeneratedList:
         """``k`` new items for someone with this history (oldest first) and request.
 
@@ -111,32 +129,42 @@ class DirectGenerator:
             k: List length.
             request: Optional typed request ("a 90s animated comedy").
             liked: Recently liked item IDs (from feedback events), stressed in the prompt.
-            disliked: Recently disliked item IDs: never recommended, named in the prompt.
+            disliked: Recently disliked item IDs: never recommended, pushed down in the
+                shortlist with the items like them, named in the prompt.
+            language: Language of the instruction (default: the config's).
         """
         t0 = time.perf_counter()
         cfg = self.config
+        lang = language or cfg.language
         known = [h for h in history if h in self.items.index]
-        exclude = set(known) | set(disliked)
-        shortlist_k = max(cfg.n_candidates, k) + len(disliked)
-        ranked = self.retriever.recommend_for(history=known, request=request, k=shortlist_k)
-        order = [str(i) for i in ranked["item_id"] if str(i) not in exclude]
-        shortlist = order[: max(cfg.n_candidates, k)]
+        liked = [i for i in liked if i in self.items.index]
+        disliked = [i for i in disliked if i in self.items.index]
+        exclude = set(known) | set(liked) | set(disliked)
+        shortlist_k = max(cfg.n_candidates, k)
+        order = self._shortlist_order(known, liked, disliked, request, shortlist_k)
+        shortlist = order[:shortlist_k]
         feedback = Feedback(
             liked=[self.catalog.title(i) for i in liked if i in self.catalog],
             disliked=[self.catalog.title(i) for i in disliked if i in self.catalog],
         )
         candidates = item_texts(self.items, shortlist) if cfg.mode == "candidates" else None
-        messages = build_recommend_prompt(
-            item_texts(self.items, known[-cfg.history_items :]) if cfg.history_items else [],
-            request,
-            feedback,
-            k,
-            candidates,
-            language=cfg.language,
+        history_texts = (
+            item_texts(self.items, known[-cfg.history_items :]) if cfg.history_items else []
         )
+        numbers = candidates is not None and cfg.output == "numbers"
         grammar = None
-        if cfg.mode == "candidates" and cfg.grammar and candidates:
-            grammar = title_grammar([c.title for c in candidates], k)
+        if numbers and candidates:
+            messages = build_rerank_prompt(
+                history_texts, candidates, request, lang, k=k, feedback=feedback
+            )
+            if cfg.grammar:
+                grammar = order_grammar(len(candidates), min(k, len(candidates)))
+        else:
+            messages = build_recommend_prompt(
+                history_texts, request, feedback, k, candidates, language=lang
+            )
+            if candidates and cfg.grammar:
+                grammar = title_grammar([c.title for c in candidates], k)
         problems: list[str] = []
         generation: Generation | None = None
         proposals: list[str] = []
@@ -144,8 +172,11 @@ class DirectGenerator:
             generation = self.backend.generate(
                 messages, max_tokens=cfg.max_tokens, temperature=0.0, grammar=grammar
             )
-            parsed = parse_items(generation.text, max_items=3 * k)
-            proposals, problems = parsed.titles, list(parsed.problems)
+            if numbers and candidates:
+                proposals, problems = _picked_titles(generation.text, candidates, k)
+            else:
+                parsed = parse_items(generation.text, max_items=3 * k)
+                proposals, problems = parsed.titles, list(parsed.problems)
         except GenerationError as e:
             problems.append(f"backend: {e}")
         allowed = set(shortlist) if cfg.mode == "candidates" else None
@@ -168,6 +199,48 @@ class DirectGenerator:
             grounding=grounded,
             generation=generation,
             filled=len(items) - len(grounded.items),
+            shortlist=shortlist if cfg.mode == "candidates" else [],
             problems=problems,
             seconds=time.perf_counter() - t0,
         )
+
+    def _shortlist_order(
+        self,
+        known: list[str],
+        liked: list[str],
+        disliked: list[str],
+        request: str | None,
+        n: int,
+    ) -> list[str]:
+        """Unseen items best first: the retriever queried with history + likes, then pushed
+        down by their similarity to disliked items (so a dislike changes the next list)."""
+        exclude = set(known) | set(liked) | set(disliked)
+        query = known + [i for i in liked if i not in set(known)]
+        extra = len(disliked) + 2 * n if disliked else len(disliked)
+        ranked = self.retriever.recommend_for(history=query, request=request, k=n + extra)
+        ids = [str(i) for i in ranked["item_id"]]
+        scores = np.asarray(ranked["score"], dtype=np.float64)
+        keep = [j for j, i in enumerate(ids) if i not in exclude]
+        ids, scores = [ids[j] for j in keep], scores[keep]
+        vectors = getattr(self.retriever, "item_vectors", None)
+        if disliked and vectors is not None and self.config.dislike_penalty > 0 and ids:
+            pos = self.retriever.items.index(ids + disliked, "item")
+            cand, bad = vectors[pos[: len(ids)]], vectors[pos[len(ids) :]]
+            penalty = (cand @ bad.T).max(axis=1)
+            scores = scores - self.config.dislike_penalty * penalty
+            ids = [ids[j] for j in np.argsort(-scores, kind="stable")]
+        return ids
+
+
+def _picked_titles(
+    text: str, candidates: Sequence[ItemText], k: int
+) -> tuple[list[str], list[str]]:
+    """Titles of the shortlist numbers the model wrote, best first (at most ``k``).
+
+    Only the numbers the model actually wrote count (not the ones `parse_order_result`
+    appends), so a list the model left short is topped up by the caller, in retriever order.
+    """
+    result = parse_order_result(text, len(candidates))
+    picked = result.order[: min(result.given, k)]
+    problems = [p for p in result.problems if "appended in their original order" not in p]
+    return [candidates[i].title for i in picked], problems

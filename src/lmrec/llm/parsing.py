@@ -39,6 +39,7 @@ class OrderResult:
 
     order: list[int]
     problems: list[str]
+    given: int = 0  # how many of ``order`` the model wrote (the rest were appended)
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -221,7 +222,7 @@ def parse_order_result(text: str, n: int) -> OrderResult:
     missing = [i for i in range(n) if i not in seen]
     if missing:
         problems.append(f"{len(missing)} candidates missing; appended in their original order")
-    return OrderResult(order + missing, problems)
+    return OrderResult(order + missing, problems, len(order))
 
 
 def parse_order(text: str, n: int) -> list[int]:
@@ -299,4 +300,22 @@ def title_grammar(titles: Sequence[str], k: int) -> str:
         rules.append(f'more{i} ::= (", " item{nxt})?')
     rules.append('item ::= "{\\"title\\": \\"" title "\\"}"')
     rules.append(f"title ::= {_trie_expr(encoded)}")
+    return "\n".join(rules) + "\n"
+
+
+def order_grammar(n: int, k: int) -> str:
+    """GBNF for ``{"order": [i, j, ...]}`` with 1..k numbers, each one of ``1..n``.
+
+    Repeats are not excluded (GBNF has no memory); `parse_order_result` drops them.
+
+    Raises:
+        ConfigError: If ``n`` or ``k`` is out of range.
+    """
+    if not 1 <= k <= MAX_K or n < 1:
+        raise ConfigError(f"need n >= 1 and k between 1 and {MAX_K}, got n={n}, k={k}")
+    rules = ['root ::= "{\\"order\\": [" num' + (" more1" if k > 1 else "") + ' "]}"']
+    for i in range(1, min(k, n)):
+        nxt = f" more{i + 1}" if i + 1 < min(k, n) else ""
+        rules.append(f'more{i} ::= (", " num{nxt})?')
+    rules.append("num ::= " + _trie_expr([str(i) for i in range(1, n + 1)]))
     return "\n".join(rules) + "\n"

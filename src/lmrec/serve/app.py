@@ -26,6 +26,7 @@ from prometheus_client import (
 from lmrec import __version__
 from lmrec.errors import InputError, LmrecError, UnknownIdError
 from lmrec.serve.explanations import Explainers
+from lmrec.serve.generation import Generators
 from lmrec.serve.routes import router
 from lmrec.serve.schemas import ERROR_RESPONSES, StatusOut
 from lmrec.serve.security import BodyLimit, require
@@ -118,7 +119,9 @@ def create_app(settings: ServeSettings, state: ServingState | None = None) -> Fa
     app.state.serving = state
     app.state.metrics = metrics = Metrics()
     app.state.retrain_lock = threading.Lock()
-    app.state.explainers = Explainers(_llm_backend(settings))
+    llm = _llm_backend(settings)
+    app.state.explainers = Explainers(llm)
+    app.state.generators = Generators(llm)
 
     @app.middleware("http")
     async def measure(

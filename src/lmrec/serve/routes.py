@@ -18,6 +18,8 @@ from lmrec.serve.schemas import (
     EventsOut,
     ExplainedItem,
     ExplanationsOut,
+    GenerateIn,
+    GenerateOut,
     Id,
     IngestOut,
     ItemIn,
@@ -171,6 +173,64 @@ def _explanations(
         raise HTTPException(409, str(e)) from None
     lang = "zh" if language == "zh" else "en"
     return explainer.explain(user_id, item_ids, lang)
+
+
+@router.post(
+    "/recommendations/generate",
+    response_model=GenerateOut,
+    tags=["recommendations"],
+    dependencies=[client],
+)
+def generate(body: GenerateIn, request: Request) -> GenerateOut:
+    """LLM recommendations grounded to the catalog: real items, new to the user, no repeats.
+
+    The user's history (fitted and online) and latest likes / dislikes from stored events
+    go into the prompt and the shortlist, so a dislike changes the next list. A failing or
+    slow LLM falls back to the retriever's order (``fallback: true``), never a hang.
+    """
+    from lmrec.serve.generation import generate_for, generation_meta
+
+    state = _state(request)
+    online = state.current
+    try:
+        gen = request.app.state.generators.for_model(online)
+        explainer = request.app.state.explainers.for_model(online)
+    except ValueError as e:
+        raise HTTPException(409, str(e)) from None
+    history = explainer.history(body.user_id)
+    events = state.store.user_events(body.user_id, limit=200)
+    text = body.request
+    if not (text and text.strip()) and not history:
+        profile = state.store.get_user(body.user_id)
+        text = profile.profile_text if profile and profile.profile_text else None
+    if not (text and text.strip()) and not history and not events:
+        raise HTTPException(
+            422, f"user_id: {body.user_id!r} has no history or profile text; send a request"
+        )
+    try:
+        out, react = generate_for(gen, history, events, body.k, text, body.language)
+    except InputError as e:
+        raise HTTPException(422, str(e)) from None
+    rid = state.remember(body.user_id, out.items)
+    titles = gen.catalog
+    scored = [
+        ScoredItem(item_id=i, rank=r + 1, score=float(len(out.items) - r), title=titles.title(i))
+        for r, i in enumerate(out.items)
+    ]
+    if body.explain and scored:
+        texts = _explanations(request, online, body.user_id, out.items, body.language)
+        for item, ex in zip(scored, texts, strict=True):
+            item.explanation, item.evidence = ex["explanation"], ex["evidence"]
+    return GenerateOut(
+        user_id=body.user_id,
+        recommendation_id=rid,
+        model=online.version,
+        cold_start=not history,
+        items=scored,
+        liked=react.liked,
+        disliked=react.disliked,
+        **generation_meta(out),
+    )
 
 
 @router.get(

@@ -159,6 +159,29 @@ class RecommendationsOut(BaseModel):
     items: list[ScoredItem]
 
 
+class GenerateIn(Strict):
+    """What to generate: for whom, how many, and an optional typed request."""
+
+    user_id: Id
+    k: int = Field(10, ge=1, le=50, description="List length.")
+    request: ShortText | None = Field(
+        None, description="A typed request, e.g. 'a 90s animated comedy' (at most 1,000 chars)."
+    )
+    language: Literal["en", "zh"] = "en"
+    explain: bool = Field(False, description="Explain every item now (slower than lazily).")
+
+
+class GenerateOut(RecommendationsOut):
+    grounded: int = Field(description="Items the LLM proposed that grounding kept.")
+    filled: int = Field(description="Items topped up from the retriever's order.")
+    backend: str = Field(description="The backend that answered (template after a fallback).")
+    fallback: bool = Field(description="True when the configured LLM failed or timed out.")
+    liked: list[str] = Field(description="Liked items from stored events used in the prompt.")
+    disliked: list[str] = Field(description="Disliked items from stored events (excluded).")
+    problems: list[str] = Field(description="What was wrong with the LLM's answer, if anything.")
+    seconds: float
+
+
 class SimilarOut(BaseModel):
     item_id: str
     items: list[ScoredItem]
