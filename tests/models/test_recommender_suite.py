@@ -27,6 +27,7 @@ MODELS = [
     "biased-mf",
     "kg-knn",
     "fusion",
+    "llm",
 ]
 TOPICS = (
     ["Space battle sci-fi epic", "Alien invasion action thriller", "Robot war science fiction",
@@ -68,6 +69,7 @@ FAST = {
         "num_threads": 1,
     },
     "biased-mf": {"factors": 8, "epochs": 20},
+    "llm": {"base": "itemknn", "base_config": {"k": 10}, "k": 5},
     "kg-knn": {"fields": ["title"], "k": 10},
     "fusion": {
         "sources": [

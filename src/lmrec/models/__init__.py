@@ -8,6 +8,7 @@ from lmrec.models.fusion import FusionRecommender
 from lmrec.models.implicit_mf import ALS
 from lmrec.models.itemknn import ItemKNN
 from lmrec.models.kg_knn import KGKNN
+from lmrec.models.llm import LLMRecommender
 from lmrec.models.metadata import MetadataKNN
 from lmrec.models.popularity import Popularity
 from lmrec.models.sasrec import SASRec
@@ -23,6 +24,7 @@ __all__ = [
     "BiasedMF",
     "FusionRecommender",
     "ItemKNN",
+    "LLMRecommender",
     "MetadataKNN",
     "Popularity",
     "Recommender",
