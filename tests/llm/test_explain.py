@@ -216,8 +216,20 @@ def test_title_spellings_and_ordinary_words(ev: Evidence, vocab: Vocabulary) -> 
     for spelling in ("The Usual Suspects", "Usual Suspects, The (1995)", "the usual suspects"):
         assert check(f"You liked {spelling}.", moved, vocab) == []
     # one-word titles count only when capitalised; "Heat" is too short to look for
-    assert check("A heavy story with a twist you liked.", ev, vocab) == []
+    assert check("A heavy story with a twist you liked Star Wars for.", ev, vocab) == []
     assert any("Heavy" in p for p in check("It is like Heavy.", ev, vocab))
+
+
+def test_empty_and_cut_off_drafts_fail(ev: Evidence, vocab: Vocabulary) -> None:
+    # faithful in the narrow sense (no wrong name), but say nothing or stop mid-sentence
+    assert check("The latest and most popular TV show is great.", ev, vocab) == [
+        "names nothing from the evidence"
+    ]
+    assert check("You liked Star Wars (1977), which is a story with", ev, vocab) == [
+        "cut off: does not end a sentence"
+    ]
+    assert check("You liked Star Wars (1977)!", ev, vocab) == []
+    assert check('You liked "Star Wars (1977)."', ev, vocab) == []
 
 
 def test_invented_genres_and_wrong_numbers_fail(ev: Evidence, vocab: Vocabulary) -> None:

@@ -140,7 +140,11 @@ class LlamaCppBackend:
     Args:
         model_path: The ``.gguf`` file.
         n_ctx: Context window in tokens (prompt plus output).
-        n_threads: CPU threads for prompt evaluation and generation.
+        n_threads: CPU threads for prompt evaluation (and generation, see below).
+        decode_threads: CPU threads for generating tokens; default 1 when ``n_threads`` is
+            at most 2, else ``n_threads``. Token-by-token decoding of a small model is
+            bound by synchronisation: on 2 cores one thread decoded SmolLM2 about 1.3x
+            faster than two, while prompt evaluation still gains from both.
         timeout_s: Seconds one `generate` may take once the model is loaded.
         retries: Extra attempts after a transient llama.cpp decode failure.
         seed: Seed for sampling at temperature > 0.
@@ -155,6 +159,7 @@ class LlamaCppBackend:
         timeout_s: float = 60.0,
         retries: int = 1,
         seed: int = 0,
+        decode_threads: int | None = None,
     ) -> None:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
@@ -165,6 +170,7 @@ class LlamaCppBackend:
             raise ConfigError("need timeout_s > 0, n_ctx >= 16, n_threads >= 1, retries >= 0")
         self.name = f"llama-cpp:{self.model_path.stem}"
         self.n_ctx, self.n_threads, self.timeout_s = n_ctx, n_threads, timeout_s
+        self.decode_threads = decode_threads or (1 if n_threads <= 2 else n_threads)
         self.retries, self.seed = retries, seed
         self._lock = threading.Lock()
         self._llama: Any = None
@@ -182,7 +188,7 @@ class LlamaCppBackend:
                 llama = llama_cpp.Llama(
                     model_path=str(self.model_path),
                     n_ctx=self.n_ctx,
-                    n_threads=self.n_threads,
+                    n_threads=self.decode_threads,
                     n_threads_batch=self.n_threads,
                     seed=self.seed,
                     verbose=False,

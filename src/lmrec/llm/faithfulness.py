@@ -320,10 +320,11 @@ def check_faithfulness(
     problems: list[str] = []
     residual = list(text)  # the draft without its titles: judged for language and length
     masked: set[int] = set()
+    cited = False
     for m in mentions:
         title_ok = m.title is not None and m.key in allowed_titles
         if title_ok or (m.value is not None and normalize(m.value) in allowed_values):
-            pass
+            cited = True
         elif m.title is not None:
             problems.append(f"names the title '{m.title}', which is not in the evidence")
         else:
@@ -346,7 +347,18 @@ def check_faithfulness(
             problems.append(f"mentions the number {n}, which is not in the evidence")
     plain = facts.difference(titles)  # titles are blanked out of ``rest`` already
     problems += _form_problems(rest, len([m for m in mentions if m.title]), lang, plain)
+    # a sentence that names no fact says nothing the evidence supports ("a great movie")
+    if not cited and not any(zh in text for zh in ZH_GENRES.values() if zh in facts):
+        problems.append("names nothing from the evidence")
+    if not text.rstrip().endswith(SENTENCE_ENDS):
+        problems.append("cut off: does not end a sentence")
     return list(dict.fromkeys(problems))
+
+
+#: How a finished sentence ends (after an optional closing quote or bracket).
+SENTENCE_ENDS = tuple(".!?\u3002\uff01\uff1f\u2026") + tuple(
+    e + q for e in ".!?\u3002\uff01\uff1f" for q in "\"'\u201d\u300b)\uff09"
+)
 
 
 def _form_problems(rest: str, n_titles: int, lang: Language, facts: frozenset[str]) -> list[str]:
