@@ -263,6 +263,7 @@ def explain_list(
         return explain_batch(evidences, backend, lang, vocabulary)
     return [explain(e, backend, lang, vocabulary) for e in evidences]
 
+
 __all__ = [
     "DATA_CLOSE",
     "DATA_OPEN",

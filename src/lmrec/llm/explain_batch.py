@@ -7,7 +7,6 @@ draft goes through `check_faithfulness` against *its own* item's evidence (a sen
 borrows another item's facts fails), and any missing or refused draft ships the template.
 """
 
-
 from __future__ import annotations
 
 import json
