@@ -12,9 +12,14 @@ process, bounded in request count and time:
 2. **Events**: sustained events/s through batched ``POST /events`` (``--batch`` events per
    request, two concurrent clients), every batch acknowledged after its transaction is
    durable. Baseline, same run: the same events one per request.
+3. **Lazy explanations** (``--explain``): the lists again at the same rate while a second
+   client, closed loop, takes a top-5 list and then its explanations
+   (``GET /recommendations/{id}/explanations``) over and over; reported: list latency during
+   that, and the explanation latency. The server's LLM is ``--llm-backend`` (``template`` or
+   a packaged model such as ``smollm2-135m``).
 
     python benchmarks/bench_serve.py [--model DIR] [--rate 100] [--seconds 30]
-        [--append-results]
+        [--explain] [--llm-backend template] [--append-results]
 
 Without ``--model`` it fits the ``text`` model (packaged MiniLM) on MovieLens-100K into
 ``runs/bench-serve/model``. Targets on 2 cores: p99 <= 50 ms at 100 requests/s;
@@ -63,11 +68,15 @@ def ensure_model(model: Path | None) -> Path:
     return path
 
 
-def start_server(model: Path, db: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    model: Path, db: Path, llm_backend: str = "template"
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [sys.executable, "-m", "lmrec.cli", "serve", "--model", str(model)]
     cmd += ["--db", f"sqlite:///{db}", "--port", str(port)]
     env = {**os.environ, "LMREC_RELOAD_INTERVAL_S": "0", "LMREC_LOG_LEVEL": "warning"}
+    env["LMREC_LLM_BACKEND"] = llm_backend
+    env["LMREC_LLM_TIMEOUT_S"] = "120"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)
     url = f"http://127.0.0.1:{port}"
     import httpx
@@ -156,10 +165,38 @@ async def _events(url: str, batches: list[list[dict[str, Any]]], clients: int) -
     }
 
 
+def _explain_loop(url: str, users: list[str], seconds: float) -> dict[str, Any]:
+    """Closed loop: a top-5 list, then its explanations, until ``seconds`` have passed."""
+    import httpx
+
+    lat: list[float] = []
+    llm = 0
+    end = time.perf_counter() + seconds
+    with httpx.Client(base_url=url, timeout=300) as client:
+        n = 0
+        while time.perf_counter() < end:
+            user = users[n % len(users)]
+            n += 1
+            rid = client.get(f"/users/{user}/recommendations?k=5").json()["recommendation_id"]
+            t0 = time.perf_counter()
+            r = client.get(f"/recommendations/{rid}/explanations")
+            lat.append(time.perf_counter() - t0)
+            llm += sum(i["source"] == "llm" for i in r.json()["items"])
+    ms = np.asarray(lat) * 1000.0
+    return {
+        "lists_explained": len(lat),
+        "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
+        "p90_ms": float(np.percentile(ms, 90)) if len(ms) else float("nan"),
+        "llm_sentences": llm,
+    }
+
+
 def loadgen(task: str, url: str, payload: Any, param: float, queue: Any) -> None:
     """Child-process entry: run one load task and put its result on ``queue``."""
     if task == "rate":
         queue.put(asyncio.run(_fixed_rate(url, payload, param)))
+    elif task == "explain":
+        queue.put(_explain_loop(url, payload, param))
     else:
         queue.put(asyncio.run(_events(url, payload, int(param))))
 
@@ -204,6 +241,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=100_000, help="Events in the batched run")
     ap.add_argument("--batch", type=int, default=500, help="Events per POST in the batched run")
     ap.add_argument("--single", type=int, default=3_000, help="Events in the one-per-POST run")
+    ap.add_argument("--explain", action="store_true", help="Also measure lazy explanations")
+    ap.add_argument("--llm-backend", default="template", help="The server's explanation LLM")
     ap.add_argument("--append-results", action="store_true")
     args = ap.parse_args()
 
@@ -229,7 +268,7 @@ def main() -> None:
         f"/users/{'new-' + str(j) if c else users[j]}/recommendations?k=10"
         for j, c in zip(pick, cold, strict=True)
     ]
-    proc, url = start_server(served, db)
+    proc, url = start_server(served, db, args.llm_backend)
     try:
         limit = args.seconds * 3 + 60
         log(f"warm-up, then {n} list requests at {args.rate:g}/s")
@@ -248,6 +287,18 @@ def main() -> None:
         # lists again, now that 100k events sit in the overlays and the store
         after = run_child("rate", url, list_paths, args.rate, limit)
         log(f"lists after events: {after}")
+        explained = during = None
+        if args.explain:
+            ctx = get_context("spawn")
+            queue = ctx.Queue()
+            explainer = ctx.Process(
+                target=loadgen, args=("explain", url, users, args.seconds, queue)
+            )
+            explainer.start()
+            during = run_child("rate", url, list_paths, args.rate, limit)
+            explained = queue.get(timeout=args.seconds + 600)
+            explainer.join(timeout=10)
+            log(f"lists during explanations: {during}; explanations: {explained}")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -290,9 +341,31 @@ def main() -> None:
             sum(health["errors"].values()),
         ],
     ]
+    if during is not None and explained is not None:
+        rows.insert(
+            2,
+            [
+                f"same, while another client fetches explanations ({args.llm_backend})",
+                f"{during['p50_ms']:.1f}",
+                f"{during['p99_ms']:.1f}",
+                f"{during['p99_ms'] / health['p99_ms']:.2f}x",
+                f"{during['achieved_rps']:.0f}/s",
+                sum(during["errors"].values()),
+            ],
+        )
+        result["lists_during_explanations"] = during
+        result["explanations"] = explained
+        (OUT / "results.json").write_text(json.dumps(result, indent=2))
     table = markdown_table(
         ["request", "p50 ms", "p99 ms", "p99 vs /health", "achieved", "errors"], rows
     )
+    if explained is not None:
+        table += (
+            f"\n\nExplanations of a top-5 list ({args.llm_backend}), fetched lazily by "
+            f"recommendation_id: {explained['lists_explained']} lists, median "
+            f"{explained['p50_ms']:.0f} ms, p90 {explained['p90_ms']:.0f} ms, "
+            f"{explained['llm_sentences']} sentences from the LLM."
+        )
     ev_rows = [
         [
             f"POST /events, {args.batch} per batch, 2 clients",

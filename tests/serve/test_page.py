@@ -274,3 +274,25 @@ def test_api_key_is_kept_and_sent(page: Page) -> None:
     with page.expect_request(re.compile(r"/users/u2/recommendations")) as req:
         page.get_by_test_id("load").click()
     assert "x-api-key" not in req.value.headers
+
+
+def test_asking_the_llm_shows_a_grounded_explained_list(page: Page, api: httpx.Client) -> None:
+    page.get_by_test_id("user-id").fill("page-asker")
+    page.get_by_test_id("k").fill("3")
+    page.get_by_test_id("ask-text").fill("a cartoon for my kids")
+    page.get_by_test_id("ask").click()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "ok")
+    expect(rows(page)).to_have_count(3)
+    shown = [rows(page).nth(i).get_attribute("data-item-id") for i in range(3)]
+    catalog = set(MOVIES) | {"m99"}  # the whole-flow test adds one item to the catalog
+    assert set(shown) <= catalog, shown
+    assert set(shown) & ANIMATION and len(set(shown)) == 3
+    expect(page.get_by_test_id("rec-meta")).to_contain_text("LLM template")
+    for i in range(3):  # explained inline, each a sentence naming the item's evidence
+        expect(rows(page).nth(i).get_by_test_id("rec-why")).not_to_be_empty()
+    # a new user with neither history nor a request gets the service's error, shown
+    page.get_by_test_id("user-id").fill("page-nobody")
+    page.get_by_test_id("ask-text").fill("")
+    page.get_by_test_id("ask").click()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "error")
+    expect(page.get_by_test_id("status")).to_contain_text("send a request")

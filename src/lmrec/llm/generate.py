@@ -121,6 +121,7 @@ class DirectGenerator:
         liked: Sequence[str] = (),
         disliked: Sequence[str] = (),
         language: Literal["en", "zh"] | None = None,
+        exclude: Sequence[str] = (),
     ) -> GeneratedList:
         """``k`` new items for someone with this history (oldest first) and request.
 
@@ -132,6 +133,8 @@ class DirectGenerator:
             disliked: Recently disliked item IDs: never recommended, pushed down in the
                 shortlist with the items like them, named in the prompt.
             language: Language of the instruction (default: the config's).
+            exclude: Items that must not be recommended for other reasons (e.g. deleted
+                from the catalog); unlike dislikes they are not named in the prompt.
         """
         t0 = time.perf_counter()
         cfg = self.config
@@ -139,9 +142,9 @@ class DirectGenerator:
         known = [h for h in history if h in self.items.index]
         liked = [i for i in liked if i in self.items.index]
         disliked = [i for i in disliked if i in self.items.index]
-        exclude = set(known) | set(liked) | set(disliked)
+        exclude = set(known) | set(liked) | set(disliked) | {str(i) for i in exclude}
         shortlist_k = max(cfg.n_candidates, k)
-        order = self._shortlist_order(known, liked, disliked, request, shortlist_k)
+        order = self._shortlist_order(known, liked, disliked, request, shortlist_k, exclude)
         shortlist = order[:shortlist_k]
         feedback = Feedback(
             liked=[self.catalog.title(i) for i in liked if i in self.catalog],
@@ -211,12 +214,12 @@ class DirectGenerator:
         disliked: list[str],
         request: str | None,
         n: int,
+        exclude: set[str],
     ) -> list[str]:
         """Unseen items best first: the retriever queried with history + likes, then pushed
         down by their similarity to disliked items (so a dislike changes the next list)."""
-        exclude = set(known) | set(liked) | set(disliked)
         query = known + [i for i in liked if i not in set(known)]
-        extra = len(disliked) + 2 * n if disliked else len(disliked)
+        extra = len(exclude) + (2 * n if disliked else 0)
         ranked = self.retriever.recommend_for(history=query, request=request, k=n + extra)
         ids = [str(i) for i in ranked["item_id"]]
         scores = np.asarray(ranked["score"], dtype=np.float64)

@@ -95,6 +95,7 @@ def generate_for(
     k: int,
     request: str | None,
     language: Literal["en", "zh"],
+    exclude: Sequence[str] = (),
 ) -> tuple[GeneratedList, Reactions]:
     """One generated list for a user with this history and these stored events."""
     react = reactions(events)
@@ -105,6 +106,7 @@ def generate_for(
         liked=react.liked,
         disliked=react.disliked,
         language=language,
+        exclude=exclude,
     )
     return out, react
 

@@ -208,7 +208,8 @@ def generate(body: GenerateIn, request: Request) -> GenerateOut:
             422, f"user_id: {body.user_id!r} has no history or profile text; send a request"
         )
     try:
-        out, react = generate_for(gen, history, events, body.k, text, body.language)
+        deleted = [str(i) for i in online.items.to_ids(sorted(online.deleted))]
+        out, react = generate_for(gen, history, events, body.k, text, body.language, deleted)
     except InputError as e:
         raise HTTPException(422, str(e)) from None
     rid = state.remember(body.user_id, out.items)

@@ -204,3 +204,10 @@ def test_malformed_llm_output_is_never_shipped(base_model: Path, tmp_path: Path)
         got = ids(out)  # topped up from the retriever: still real, new items
         assert len(got) == 4 and set(got) <= set(MOVIES) and not set(got) & set(HISTORIES["u1"])
         assert out["filled"] == 4 - out["grounded"]  # type: ignore[operator]
+
+
+def test_deleted_items_are_never_generated(http_client: httpx.Client) -> None:
+    first = ids(generate(http_client, user_id="u2", k=3))
+    assert http_client.delete(f"/items/{first[0]}").status_code == 204
+    again = ids(generate(http_client, user_id="u2", k=3))
+    assert first[0] not in again and len(again) == 3
