@@ -142,9 +142,9 @@ class DirectGenerator:
         known = [h for h in history if h in self.items.index]
         liked = [i for i in liked if i in self.items.index]
         disliked = [i for i in disliked if i in self.items.index]
-        exclude = set(known) | set(liked) | set(disliked) | {str(i) for i in exclude}
+        banned = set(known) | set(liked) | set(disliked) | {str(i) for i in exclude}
         shortlist_k = max(cfg.n_candidates, k)
-        order = self._shortlist_order(known, liked, disliked, request, shortlist_k, exclude)
+        order = self._shortlist_order(known, liked, disliked, request, shortlist_k, banned)
         shortlist = order[:shortlist_k]
         feedback = Feedback(
             liked=[self.catalog.title(i) for i in liked if i in self.catalog],
@@ -184,7 +184,7 @@ class DirectGenerator:
             problems.append(f"backend: {e}")
         allowed = set(shortlist) if cfg.mode == "candidates" else None
         grounded = (
-            ground(proposals, self.catalog, exclude, k, allowed=allowed)
+            ground(proposals, self.catalog, banned, k, allowed=allowed)
             if proposals
             else (GroundingResult())
         )
