@@ -37,10 +37,11 @@ def test_batching_restores_input_order(encoder: Encoder) -> None:
     alone = np.vstack([encoder.encode_items([t]) for t in unique])
     cos = together @ alone.T
     # each row is its own text's vector, not a neighbour's (int8 ONNX quantises activations
-    # per batch, so its vectors move slightly with the batch: cosine ~0.99, not 1)
+    # per batch, so its vectors move with the batch: cosine 0.97-0.99 for a 1-character
+    # text, depending on the CPU's int8 kernels; not 1)
     assert (cos.argmax(axis=1) == [0, 1, 2, 0, 1, 2, 0, 1, 2, 3]).all()
     own = cos[np.arange(len(texts)), [0, 1, 2, 0, 1, 2, 0, 1, 2, 3]]
-    assert own.min() > (0.98 if "int8" in encoder.name else 0.9999)
+    assert own.min() > (0.95 if "int8" in encoder.name else 0.9999)
 
 
 def test_progress_bar_does_not_change_results(

@@ -199,7 +199,8 @@ def test_score_shape_and_item_subset(fitted: Recommender, data: Dataset) -> None
     assert np.isfinite(full).all()
     sub = fitted.score(["u10"], ["item-18", "item-5"])
     idx = [list(data.item_ids).index("item-18"), list(data.item_ids).index("item-5")]
-    np.testing.assert_allclose(sub[0], full[1, idx], rtol=1e-6)
+    # float32 batched matmul may round differently for a batch of 1 than of 3
+    np.testing.assert_allclose(sub[0], full[1, idx], rtol=1e-5, atol=1e-6)
 
 
 def test_save_load_without_training_data(fitted: Recommender, tmp_path: Path) -> None:
