@@ -15,14 +15,14 @@ from typing import Any, Literal
 
 from lmrec.llm.generate import DirectGenerator, GenerateConfig, GeneratedList
 from lmrec.llm.types import Backend
-from lmrec.serve.online import OnlineModel
+from lmrec.serve.online import OnlineModel, event_weight
 from lmrec.serve.records import EventRecord
 
 #: Events read back per call to find the user's latest reactions.
 FEEDBACK_EVENTS = 200
-#: Ratings at or above this are likes, at or below `DISLIKE_RATING` dislikes.
-LIKE_RATING = 4.0
-DISLIKE_RATING = 2.0
+#: A rating counts as a like or dislike when its `event_weight` is at least this far from 0
+#: (with the 1..5 scale around 3: ratings >= 4 and <= 2).
+RATING_VERDICT = 0.5
 
 
 @dataclass
@@ -46,9 +46,9 @@ def reactions(events: Sequence[EventRecord]) -> Reactions:
         elif ev.type == "dislike":
             verdict = False
         elif ev.type == "rating" and ev.value is not None:
-            verdict = (
-                True if ev.value >= LIKE_RATING else False if ev.value <= DISLIKE_RATING else None
-            )
+            weight = event_weight("rating", ev.value)  # the scale online updates use
+            if abs(weight) >= RATING_VERDICT:
+                verdict = weight > 0
         if verdict is None:
             continue
         decided.add(ev.item_id)
