@@ -389,8 +389,9 @@ def report(
         notes = [
             "Leave-one-out (chronological) on ML-100K; history = train + valid items; all "
             "methods rank among every unseen item for the same users.",
-            "Direct generation shortlists 30 items with `text`, so its Hit@10 is bounded by "
-            "text's Hit@30; grounding tops lists up in text order.",
+            "Direct generation shortlists 20 items with `text` (numbered; the LLM answers "
+            "with numbers under a grammar), so its Hit@10 is bounded by text's Hit@20; grounding "
+            "tops lists up in text order.",
             *[f"Sample {s}" for s in samples],
         ]
         append_results(
