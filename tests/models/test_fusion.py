@@ -109,8 +109,8 @@ def test_holdout_parts_are_disjoint_and_leak_free(data: Dataset, mode: str) -> N
 def test_fused_ranker_is_chosen_on_validation_and_learns(fitted: FusionRecommender, split) -> None:  # type: ignore[no-untyped-def]
     from lmrec.evaluate.protocol import evaluate
 
-    assert fitted.chosen["ranker"] in ("lgbm", "mtl", "source")
-    assert set(fitted.report["valid_ndcg@10"]) == {"lgbm", "mtl"}
+    assert fitted.chosen["ranker"] in ("lgbm", "mtl", "blend", "source")
+    assert set(fitted.report["valid_ndcg@10"]) == {"lgbm", "mtl", "blend"}
     # the guard compared the ranker with every single source on validation
     sources = fitted.report["valid_ndcg@10_sources"]
     assert {"ease:z", "pop:z"} <= set(sources) or len(sources) >= 2
@@ -140,7 +140,8 @@ def test_features_have_named_groups_and_ablation_drops_them(split) -> None:  # t
     full = FusionRecommender(**FAST, ranker="lgbm").fit(split.train)
     assert full.features is not None
     groups = set(full.features.feature_groups)
-    assert {"cf", "popularity", "profile", "rating"} <= groups
+    assert {"cf", "popularity", "profile", "rating", "sequence"} <= groups
+    assert {"seq:trans_last", "seq:trans_recent", "seq:sim_recent"} <= set(full.features.names)
     assert any(n.startswith("attr:genre") for n in full.features.names)
     assert any(n.startswith("demo:gender") for n in full.features.names)
     no_cf = FusionRecommender(**FAST, ranker="lgbm", features={"groups": ["popularity", "profile"]})
@@ -174,6 +175,22 @@ def test_ratings_beat_the_global_mean(fitted: FusionRecommender, split) -> None:
     assert np.isfinite(unknown).all()
     with pytest.raises(InputError):
         fitted.predict_ratings(["u1", "u2"], ["i1"])
+
+
+def test_blend_sums_both_rankers_and_survives_save_load(split, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model = FusionRecommender(**FAST, ranker="blend").fit(split.train, valid=split.valid)
+    assert model.chosen["ranker"] == "blend" and model.lgbm is not None and model.mtl is not None
+    block, s = model.rank_block(np.arange(5))
+    x = model._parts()[1].transform(block)
+    m1, s1, m2, s2 = model.report["blend_scale"]
+    expect = (model.lgbm.predict(x) - m1) / s1 + (model.mtl.predict(x) - m2) / s2
+    np.testing.assert_allclose(s, expect, rtol=1e-5)
+    assert not np.allclose(np.argsort(s), np.argsort(model.lgbm.predict(x)))  # not lgbm alone
+    model.save(tmp_path / "b")
+    loaded = Recommender.load(tmp_path / "b")
+    np.testing.assert_allclose(loaded.score(["u1", "u2"]), model.score(["u1", "u2"]), rtol=1e-5)
+    again = FusionRecommender(**{**FAST, **model.fitted_params()}).fit(split.train)  # no valid
+    assert again.chosen["ranker"] == "blend"
 
 
 def test_save_load_keeps_ranker_and_ratings(fitted: FusionRecommender, tmp_path: Path) -> None:

@@ -58,8 +58,10 @@ class FusionConfig(ModelConfig):
         default_factory=lambda: list(DEFAULT_SOURCES), description="Candidate sources."
     )
     features: FeatureConfig = Field(default_factory=FeatureConfig, description="Features.")
-    ranker: Literal["auto", "lgbm", "mtl", "source"] = Field(
-        "auto", description="Ranker; auto keeps the better on validation (lgbm without it)."
+    ranker: Literal["auto", "lgbm", "mtl", "blend", "source"] = Field(
+        "auto",
+        description="Ranker (blend: standardised sum of lgbm and mtl); auto keeps the best on "
+        "validation (lgbm without it).",
     )
     source_feature: str | None = Field(
         None, description="With ranker = source: the score column to rank by, e.g. 'ease:z'."
@@ -229,7 +231,7 @@ class FusionRecommender(Recommender):
         tx, ty, tr = train["x"][rows], train["y"][rows], train["rating"][rows]
         tsz = train["sizes"][has_pos]
         vtuple = (valid["x"], valid["sizes"], valid["y"]) if valid is not None else None
-        rankers = ("lgbm", "mtl") if cfg.ranker == "auto" else (cfg.ranker,)
+        rankers = ("lgbm", "mtl") if cfg.ranker in ("auto", "blend") else (cfg.ranker,)
         self.report = {"train_rows": len(tx), "train_users": len(tsz)}
         if "lgbm" in rankers:
             folds = train["fold"][has_pos] if "fold" in train else None
@@ -248,31 +250,48 @@ class FusionRecommender(Recommender):
                     f"source_feature {cfg.source_feature!r} is not a feature; one of {options}"
                 )
             self.chosen["ranker"], self.chosen["source"] = "source", cfg.source_feature
-        elif cfg.ranker != "auto":
+        elif cfg.ranker not in ("auto", "blend"):
             self.chosen["ranker"] = cfg.ranker
+        elif cfg.ranker == "blend" and valid is None:
+            self._fit_blend(train["x"][rows])
+            self.chosen["ranker"] = "blend"
         elif valid is not None and self.lgbm is not None and self.mtl is not None:
+            self._fit_blend(train["x"][rows])
             scores = {
-                name: ndcg_at(m.predict(valid["x"]), valid["sizes"], valid["y"], valid["n_rel"], 10)
-                for name, m in (("lgbm", self.lgbm), ("mtl", self.mtl))
-            }
+                name: ndcg_at(
+                    self._ranker_scores(valid["x"], name),
+                    valid["sizes"], valid["y"], valid["n_rel"], 10,
+                )
+                for name in ("lgbm", "mtl", "blend")
+            }  # fmt: skip
             self.report["valid_ndcg@10"] = scores
+            if cfg.ranker == "blend":
+                scores = {"blend": scores["blend"]}
             self.chosen["ranker"] = max(scores, key=lambda k: scores[k])
         else:
             self.chosen["ranker"] = "lgbm"
         self.chosen["rating"] = self._choose_rating(valid)
         if valid is not None and self.chosen["ranker"] != "source":
-            best = self.lgbm if self.chosen["ranker"] == "lgbm" else self.mtl
-            assert best is not None
             self.report["valid_candidate_recall"] = float(
                 np.sum(valid["y"]) / max(float(np.sum(valid["n_rel"])), 1.0)
             )
             self.report["valid_ndcg@10_chosen"] = ndcg_at(
-                best.predict(valid["x"]), valid["sizes"], valid["y"], valid["n_rel"], 10
+                self._ranker_scores(valid["x"]), valid["sizes"], valid["y"], valid["n_rel"], 10
             )
             if cfg.source_guard and cfg.ranker == "auto":
                 self._guard(valid)
-        if self.chosen["ranker"] == "lgbm" and self.lgbm is not None:
+        if self.chosen["ranker"] in ("lgbm", "blend") and self.lgbm is not None:
             self.lgbm.compile_trees()  # in the background: serving latency, same scores
+
+    def _fit_blend(self, x: np.ndarray) -> None:
+        """Scale of each ranker's scores on training rows, so the blend weighs them equally."""
+        assert self.lgbm is not None and self.mtl is not None
+        sample = x[np.random.default_rng(0).permutation(len(x))[:50_000]]
+        stats = []
+        for m in (self.lgbm, self.mtl):
+            pred = np.asarray(m.predict(sample), dtype=np.float64)
+            stats += [float(pred.mean()), float(max(pred.std(), 1e-9))]
+        self.report["blend_scale"] = stats
 
     def _guard(self, valid: dict[str, np.ndarray]) -> None:
         """Rank by the best single source instead when it beats the ranker on validation."""
@@ -328,11 +347,19 @@ class FusionRecommender(Recommender):
         assert self.sources is not None and self.features is not None
         return self.sources, self.features
 
-    def _ranker_scores(self, x: np.ndarray) -> np.ndarray:
-        if self.chosen.get("ranker") == "source":  # the validation guard kept one source
+    def _ranker_scores(self, x: np.ndarray, kind: str | None = None) -> np.ndarray:
+        kind = kind or self.chosen.get("ranker")
+        if kind == "source":  # the validation guard kept one source
             j = self._parts()[1].names.index(self.chosen["source"])
             return np.asarray(x[:, j], dtype=np.float64)
-        model = self.lgbm if self.chosen.get("ranker") == "lgbm" else self.mtl
+        if kind == "blend":
+            if self.lgbm is None or self.mtl is None:
+                raise InputError("the fusion blend needs both fitted rankers")
+            m1, s1, m2, s2 = self.report["blend_scale"]
+            a = np.asarray(self.lgbm.predict(x), dtype=np.float64)
+            b = np.asarray(self.mtl.predict(x), dtype=np.float64)
+            return (a - m1) / s1 + (b - m2) / s2
+        model = self.lgbm if kind == "lgbm" else self.mtl
         if model is None:
             raise InputError("the fusion model has no fitted ranker")
         return np.asarray(model.predict(x), dtype=np.float64)
@@ -484,7 +511,7 @@ class FusionRecommender(Recommender):
         self.mtl = MultiTaskRanker.from_state(cfg.mtl, mtl) if mtl else None
         path = src / "ranker_lgbm.txt"
         self.lgbm = LGBMRanker.from_string(cfg.lgbm, path.read_text()) if path.is_file() else None
-        if self.lgbm is not None and self.chosen.get("ranker") == "lgbm":
+        if self.lgbm is not None and self.chosen.get("ranker") in ("lgbm", "blend"):
             self.lgbm.compile_trees(folder=src)
         path = src / "rating_lgbm.txt"
         self.rating_lgbm = None

@@ -25,6 +25,7 @@ from lmrec.data.schema import RATING, TIMESTAMP, Dataset
 from lmrec.errors import ConfigError
 from lmrec.rank.attributes import ItemAttributes
 from lmrec.rank.neighbours import NeighbourFeatures
+from lmrec.rank.sequence_features import SequenceFeatures
 from lmrec.rank.sources import CandidateBlock, SourceConfig
 
 #: Every feature group a fusion ranker knows (source groups come from `SourceConfig`).
@@ -51,6 +52,9 @@ class FeatureConfig(BaseModel):
     lift_prior: float = Field(50.0, gt=0, description="Smoothing of demographic item lifts.")
     neighbours: int = Field(
         100, ge=0, description="Item neighbours for closest-item features (0: none)."
+    )
+    recent_items: int = Field(
+        5, ge=0, description="Latest items per user for sequence features (0: none)."
     )
 
     def keeps(self, group: str) -> bool:
@@ -161,6 +165,11 @@ class FeatureBuilder:
                 ).data
             nbr = NeighbourFeatures(self.config.neighbours)
             self.neighbours = nbr.fit(self.seen, ratings)
+        self.sequence: SequenceFeatures | None = None
+        if self.config.recent_items and self.config.keeps("sequence") and len(self.ts_keys):
+            ts = inter[TIMESTAMP].to_numpy(dtype=np.float64)
+            seq = SequenceFeatures(self.config.recent_items)
+            self.sequence = seq.fit(uidx, iidx, ts, n_users, n_items)
         self.demographics = self._fit_demographics(dataset, users, uidx, iidx)
         self.vectors = self._fit_vectors(dataset)
         self._name_columns()
@@ -282,6 +291,10 @@ class FeatureBuilder:
                 group = "rating" if name == "nbr:rating_dev" else "cf"
                 if self.config.keeps(group):
                     add(name, group, values)
+        if self.sequence is not None:
+            sim = self.neighbours.sim if self.neighbours is not None else None
+            for name, values in self.sequence.transform(block.users, pu, pi, sim).items():
+                add(name, "sequence", values)
         for demo in self.demographics:
             code = demo.codes[users]
             lift = np.where(code >= 0, demo.lift[np.maximum(code, 0), pi], 0.0)
@@ -337,6 +350,8 @@ class FeatureBuilder:
             out[f"vec{i}_items"], out[f"vec{i}_users"] = items, users
         if self.neighbours is not None:
             out.update({f"nbr_{k}": v for k, v in self.neighbours.state().items()})
+        if self.sequence is not None:
+            out.update({f"seq_{k}": v for k, v in self.sequence.state().items()})
         return out
 
     def set_state(self, state: dict[str, np.ndarray], seen: sp.csr_matrix) -> FeatureBuilder:
@@ -355,6 +370,8 @@ class FeatureBuilder:
         }
         nbr = {k[4:]: v for k, v in state.items() if k.startswith("nbr_")}
         self.neighbours = NeighbourFeatures().set_state(nbr) if nbr else None
+        seq = {k[4:]: v for k, v in state.items() if k.startswith("seq_")}
+        self.sequence = SequenceFeatures().set_state(seq) if seq else None
         attrs = self.attributes
         self.profiles = attrs.user_profiles(self.seen) if attrs is not None else None
         self.attr_groups = attrs.group_names() if attrs is not None else []
