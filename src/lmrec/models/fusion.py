@@ -21,12 +21,11 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import Field
 from tqdm.auto import tqdm
 
 from lmrec.data.schema import ITEM, RATING, USER, Dataset
@@ -34,53 +33,14 @@ from lmrec.errors import ConfigError, InputError, LmrecError
 from lmrec.models.base import ModelConfig, Recommender, register
 from lmrec.models.topk import gather
 from lmrec.rank.attributes import ItemAttributes
-from lmrec.rank.features import FeatureBuilder, FeatureConfig
-from lmrec.rank.holdout import Holdout, holdout_parts
+from lmrec.rank.features import FeatureBuilder
+from lmrec.rank.fusion_config import FusionConfig
+from lmrec.rank.holdout import holdout_parts
 from lmrec.rank.lgbm import LGBMConfig, LGBMRanker, LGBMRating, ndcg_at
-from lmrec.rank.mtl import MTLConfig, MultiTaskRanker
-from lmrec.rank.sources import CandidateBlock, CandidateSources, SourceConfig
+from lmrec.rank.mtl import MultiTaskRanker
+from lmrec.rank.sources import CandidateBlock, CandidateSources
 
 BLOCK = 256  # users per candidate block
-
-DEFAULT_SOURCES = [
-    SourceConfig(model="ease", budget=100),
-    SourceConfig(model="als", budget=50),
-    SourceConfig(model="itemknn", budget=50),
-    SourceConfig(model="two-tower", budget=50),
-    SourceConfig(model="pop", budget=20),
-]
-
-
-class FusionConfig(ModelConfig):
-    """Configuration of `FusionRecommender` (``lmrec fit --model fusion --config x.toml``)."""
-
-    sources: list[SourceConfig] = Field(
-        default_factory=lambda: list(DEFAULT_SOURCES), description="Candidate sources."
-    )
-    features: FeatureConfig = Field(default_factory=FeatureConfig, description="Features.")
-    ranker: Literal["auto", "lgbm", "mtl", "blend", "source"] = Field(
-        "auto",
-        description="Ranker (blend: standardised sum of lgbm and mtl); auto keeps the best on "
-        "validation (lgbm without it).",
-    )
-    source_feature: str | None = Field(
-        None, description="With ranker = source: the score column to rank by, e.g. 'ease:z'."
-    )
-    rating_model: Literal["auto", "lgbm", "mtl"] = Field(
-        "auto", description="Rating predictor; auto keeps the lower validation RMSE."
-    )
-    source_guard: bool = Field(
-        True,
-        description="Rank by the best single source's score when it beats the ranker on "
-        "validation NDCG@10 (a ranker must earn its place).",
-    )
-    lgbm: LGBMConfig = Field(default_factory=LGBMConfig, description="LightGBM settings.")
-    mtl: MTLConfig = Field(default_factory=MTLConfig, description="Multi-task MLP settings.")
-    holdout: Holdout = Field("latest", description="How part B is drawn (latest/random/items).")
-    holdout_share: float = Field(0.125, gt=0, lt=1, description="Share of data in part B.")
-    folds: int = Field(1, ge=1, le=4, description="(A, B) rounds whose rows are pooled.")
-    attributes: bool = Field(True, description="Build item attributes (fields and KG).")
-    seed: int = Field(2020, description="Random seed of the holdout.")
 
 
 def _attributes(dataset: Dataset) -> ItemAttributes | None:
@@ -253,10 +213,10 @@ class FusionRecommender(Recommender):
         elif cfg.ranker not in ("auto", "blend"):
             self.chosen["ranker"] = cfg.ranker
         elif cfg.ranker == "blend" and valid is None:
-            self._fit_blend(train["x"][rows])
+            self._fit_blend(tx)
             self.chosen["ranker"] = "blend"
         elif valid is not None and self.lgbm is not None and self.mtl is not None:
-            self._fit_blend(train["x"][rows])
+            self._fit_blend(tx)
             scores = {
                 name: ndcg_at(
                     self._ranker_scores(valid["x"], name),
