@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from lmrec.errors import ConfigError
 from lmrec.llm.local_models import LOCAL_MODELS, ensure_model
 from lmrec.llm.openai_backend import OpenAIBackend, as_chat, check_request
-from lmrec.llm.types import Backend, Generation, GenerationError, Message
+from lmrec.llm.parallel import ParallelDecoder, chat_formatter, chat_tokens
+from lmrec.llm.types import Backend, Generation, GenerationError, Message, generate_many
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,8 @@ class LlamaCppBackend:
         # and to the callback, so both live as long as the backend.
         self._abort_flag = ctypes.create_string_buffer(2)
         self._abort = _make_abort_callback()
+        self._parallel: ParallelDecoder | None = None
+        self._formatter: Any = None
 
     def _load(self) -> Any:
         if self._llama is None:
@@ -301,9 +304,73 @@ class LlamaCppBackend:
                 raise GenerationError(f"{self.name}: {e}") from e
         raise AssertionError("unreachable")
 
+    def generate_many(
+        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256
+    ) -> list[Generation]:
+        """Greedy completions of several chats in one pass (`ParallelDecoder`).
+
+        Their common beginning (instructions, examples) is read once and kept for the next
+        call; their replies are decoded together. Each reply ends at the end of its turn, a
+        new line, or ``max_tokens``. ``seconds`` of each `Generation` is the whole call's.
+
+        Raises:
+            GenerationError: On timeout, a prompt longer than the context, or a load or
+                decode failure.
+        """
+        for messages in conversations:
+            check_request(messages, max_tokens)
+        if not conversations:
+            return []
+        if not self._lock.acquire(timeout=self.timeout_s):
+            raise GenerationError(f"{self.name}: busy for longer than {self.timeout_s:g} s")
+        try:
+            llama = self._load()
+            decoder = self._decoder(llama)
+            start = time.monotonic()
+            prompts = [chat_tokens(llama, self._formatter, m) for m in conversations]
+            timer = threading.Timer(self.timeout_s, self._abort_flag.__setitem__, (0, b"\1"))
+            timer.daemon = True
+            timer.start()
+            try:
+                decoded = decoder.run(prompts, max_tokens, stop=("\n",))
+            except GenerationError as e:
+                if self._abort_flag[0] != b"\0":
+                    raise GenerationError(
+                        f"{self.name}: timed out after {self.timeout_s:g} s"
+                    ) from None
+                raise GenerationError(f"{self.name}: {e}") from e
+            finally:
+                timer.cancel()
+                timer.join()
+                self._abort_flag[0] = b"\0"
+            seconds = time.monotonic() - start
+        finally:
+            self._lock.release()
+        return [
+            Generation(d.text, self.name, d.prompt_tokens, d.completion_tokens, seconds)
+            for d in decoded
+        ]
+
+    def _decoder(self, llama: Any) -> ParallelDecoder:
+        if self._parallel is None:
+            flag = ctypes.cast(self._abort_flag, ctypes.c_void_p)
+            self._formatter = chat_formatter(llama)
+            self._parallel = ParallelDecoder(
+                llama,
+                max_seqs=8,
+                n_ctx=max(self.n_ctx, 4096),
+                n_threads=self.n_threads,
+                decode_threads=self.n_threads,  # each step is a batch: all threads help
+                abort=(self._abort, flag),
+            )
+        return self._parallel
+
     def close(self) -> None:
         """Free the model (it loads again on the next call)."""
         with self._lock:
+            if self._parallel is not None:
+                self._parallel.close()
+                self._parallel = None
             if self._llama is not None:
                 self._llama.close()
                 self._llama = None
@@ -340,6 +407,28 @@ class FallbackBackend:
             log.warning("%s failed (%s); using %s", self.primary.name, e, self.fallback.name)
             gen = self.fallback.generate(messages, **kwargs)
             return dataclasses.replace(gen, fallback=True, error=str(e))
+
+    def generate_many(
+        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256
+    ) -> list[Generation]:
+        """The primary's replies (in one pass where it can); the fallback's where it fails.
+
+        Raises:
+            GenerationError: If the fallback fails too.
+        """
+        out = []
+        for messages, gen in zip(
+            conversations,
+            generate_many(self.primary, conversations, max_tokens=max_tokens),
+            strict=True,
+        ):
+            if isinstance(gen, Generation):
+                out.append(gen)
+                continue
+            log.warning("%s failed (%s); using %s", self.primary.name, gen, self.fallback.name)
+            again = self.fallback.generate(messages, max_tokens=max_tokens, temperature=0.0)
+            out.append(dataclasses.replace(again, fallback=True, error=str(gen)))
+        return out
 
 
 class BackendConfig(BaseModel):

@@ -24,6 +24,7 @@ import pandas as pd
 
 from lmrec.data.schema import ITEM, item_titles
 from lmrec.errors import ConfigError
+from lmrec.llm.claims import ZH_GROUPS, evidence_words, unsupported_words
 
 if TYPE_CHECKING:  # evidence.py imports the text helpers below
     from lmrec.llm.evidence import Evidence
@@ -116,7 +117,7 @@ def check_language(language: str) -> Language:
 
 
 #: Longest drafts accepted: words (a title counts as one) and Chinese characters.
-MAX_WORDS = 60
+MAX_WORDS = 45
 MAX_CJK = 120
 #: Share of CJK among letters: at most this much in English, at least ``ZH_MIN`` in Chinese.
 EN_MAX_CJK = 0.1
@@ -142,6 +143,7 @@ _NUMBER_WORDS = {w: str(i) for i, w in enumerate(_NUMBER_TEXT.split()) if i >= 2
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")
 _SHOUT = re.compile(r"\b[A-Z]{3,}\b")
+_BRACKET_YEAR = re.compile(r"[(\uff08]\s*\d{4}\s*[)\uff09]")
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 
 
@@ -345,6 +347,16 @@ def check_faithfulness(
     for n in dict.fromkeys(numbers(rest) + spelled):
         if n not in allowed_numbers:
             problems.append(f"mentions the number {n}, which is not in the evidence")
+    if _stray_year(text, titles):  # "Drama (1994)": a year in brackets that follows no title
+        problems.append("puts a year in brackets after something that is not a title")
+    # claims: every other word must connect facts (glue) or come from the evidence
+    groups = [x.group for x in (*evidence.shared, *evidence.entities)]
+    allowed_words = evidence_words([*facts, *evidence.request_terms], groups)
+    zh_facts = [ZH_GENRES[g] for g in ZH_GENRES if normalize(g) in allowed_values]
+    zh_facts += [ZH_GROUPS[g] for g in groups if g in ZH_GROUPS]
+    if extra := unsupported_words(free, allowed_words, zh_facts):
+        shown = ", ".join(f"'{w}'" for w in extra[:5])
+        problems.append(f"says what the evidence does not support: {shown}")
     plain = facts.difference(titles)  # titles are blanked out of ``rest`` already
     problems += _form_problems(rest, len([m for m in mentions if m.title]), lang, plain)
     # a sentence that names no fact says nothing the evidence supports ("a great movie")
@@ -353,6 +365,17 @@ def check_faithfulness(
     if not text.rstrip().endswith(SENTENCE_ENDS):
         problems.append("cut off: does not end a sentence")
     return list(dict.fromkeys(problems))
+
+
+def _stray_year(text: str, titles: Iterable[str]) -> bool:
+    """Whether ``text`` has a bracketed year left once the evidence titles are taken out."""
+    rest = text.casefold()
+    for t in titles:
+        year = _YEAR_SUFFIX.search(t)
+        forms = [t] + ([f"{v} {year.group(0).strip()}" for v in title_variants(t)] if year else [])
+        for form in sorted(forms, key=len, reverse=True):
+            rest = rest.replace(prepare(form).casefold(), " ")
+    return bool(_BRACKET_YEAR.search(rest))
 
 
 #: How a finished sentence ends (after an optional closing quote or bracket).

@@ -51,3 +51,25 @@ class Backend(Protocol):
     ) -> Generation:
         """Complete the chat; ``grammar`` (GBNF) constrains decoding where supported."""
         ...
+
+
+def generate_many(
+    backend: Backend, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256
+) -> list[Generation | GenerationError]:
+    """Greedy replies to several chats: in one pass where the backend can (its own
+    ``generate_many``), else one `Backend.generate` each. A failure is returned in its
+    conversation's place, not raised, so one bad reply does not cost the others.
+    """
+    many = getattr(backend, "generate_many", None)
+    if many is not None and len(conversations) > 1:
+        try:
+            return list(many(conversations, max_tokens=max_tokens))
+        except GenerationError as e:
+            return [e] * len(conversations)
+    out: list[Generation | GenerationError] = []
+    for messages in conversations:
+        try:
+            out.append(backend.generate(messages, max_tokens=max_tokens, temperature=0.0))
+        except GenerationError as e:
+            out.append(e)
+    return out
