@@ -307,7 +307,7 @@ def test_system_message_is_fixed_and_the_data_block_escaped(
     explain_list(builder, "100", top_unseen(ds, "100"), backend, "en", vocab)
     systems = {call[0].content.encode() for call in backend.calls}
     assert len(backend.calls) == 2 * K and len(systems) == 1
-    assert all(kw == {"max_tokens": 48, "temperature": 0.0} for kw in backend.kwargs)
+    assert all(kw == {"max_tokens": 40, "temperature": 0.0} for kw in backend.kwargs)
     # instructions, two worked examples (fixed text), then the evidence as data
     roles = ["system", "user", "assistant", "user", "assistant", "user"]
     assert [m.role for m in backend.calls[0]] == roles
@@ -410,3 +410,14 @@ def test_claims_the_evidence_does_not_make_fail(ev: Evidence, vocab: Vocabulary)
     assert any(
         "导" in p for p in check(zh_ok.replace("。", f"{ZH_COMMA}导演相同。"), ev, vocab, "zh")
     )
+
+
+def test_a_short_title_that_is_also_a_genre_word(ev: Evidence, vocab: Vocabulary) -> None:
+    # "Kids" is a synonym of the genre Children's and too short to look for as a title in
+    # general; as a title of the evidence it is that title (the template names it)
+    kids = replace(ev, nearest=(Neighbour("1", "Kids (1995)", 0.5), *ev.nearest[1:]))
+    assert "Children's" not in kids.facts()
+    for lang in ("en", "zh"):
+        sentence = template_sentence(kids, lang)
+        assert "Kids (1995)" in sentence and check(sentence, kids, vocab, lang) == []
+    assert any("Children" in p for p in check("It is great for kids.", ev, vocab))

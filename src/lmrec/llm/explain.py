@@ -31,10 +31,10 @@ from lmrec.llm.prompts import DATA_CLOSE, DATA_OPEN, data_block
 from lmrec.llm.types import Backend, Generation, GenerationError, Message, generate_many
 
 #: Token budget of a draft: one sentence (Chinese needs more tokens per word).
-MAX_TOKENS: dict[Language, int] = {"en": 48, "zh": 72}
+MAX_TOKENS: dict[Language, int] = {"en": 40, "zh": 64}
 SYSTEM_PROMPTS: dict[Language, str] = {
     "en": (
-        "You explain a recommendation in one short English sentence of at most 30 words. "
+        "You explain a recommendation in one short English sentence of at most 25 words. "
         "Use only the facts in the JSON between <data> and </data> in the user message: its "
         "titles, genres, names and numbers. Do not mention any other title, genre, person "
         "or number, and add no praise, opinions or reasons of your own. Write titles exactly "
@@ -43,7 +43,7 @@ SYSTEM_PROMPTS: dict[Language, str] = {
     ),
     "zh": (
         "You explain a recommendation in one short sentence in Simplified Chinese of at most "
-        "60 characters. Use only the facts in the JSON between <data> and </data> in the user "
+        "50 characters. Use only the facts in the JSON between <data> and </data> in the user "
         "message: its titles, genres, names and numbers. Do not mention any other title, "
         "genre, person or number, and add no praise, opinions or reasons of your own. Keep "
         "titles exactly as given, in English, inside 《》, and name genres in Chinese as "
@@ -55,36 +55,33 @@ SYSTEM_PROMPTS: dict[Language, str] = {
 #: small model copies their form, and as a shared prefix they are read once per process.
 _EXAMPLE_DATA: list[dict[str, object]] = [
     {
-        "recommended": "Jumanji (1995)",
+        "recommended": "Jumanji",
         "genres": ["Adventure", "Children's", "Fantasy"],
-        "you_liked": ["Hook (1991)"],
+        "you_liked": ["Hook"],
         "shared_genres": ["Adventure", "Fantasy"],
-        "co_liked": {"title": "Hook (1991)", "people": 12},
+        "co_liked": {"title": "Hook", "people": 12},
     },
     {
-        "recommended": "Seven (Se7en) (1995)",
-        "genres": ["Crime", "Thriller"],
-        "you_liked": ["Silence of the Lambs, The (1991)"],
+        "recommended": "Seven (Se7en)",
+        "you_liked": ["Silence of the Lambs, The"],
         "shared_genres": ["Thriller"],
-        "shared": ["director: David Fincher"],
+        "co_liked": {"title": "Silence of the Lambs, The", "people": 30},
     },
 ]
 _EXAMPLE_REPLIES: dict[Language, list[str]] = {
     "en": [
-        "Like Hook (1991), which you liked, Jumanji (1995) is Adventure and Fantasy, and "
-        "12 people who liked Hook (1991) liked it too.",
-        "Like The Silence of the Lambs (1991), Seven (Se7en) (1995) is a Thriller with the "
-        "director David Fincher.",
+        "Like Hook, which you liked, Jumanji is Adventure and Fantasy.",
+        "Seven is a Thriller, and 30 people who liked The Silence of the Lambs liked it too.",
     ],
     "zh": [
-        "和你喜欢的《Hook (1991)》一样\uff0c《Jumanji (1995)》是冒险、奇幻类型\uff0c"
-        "有 12 位喜欢它的用户也喜欢这部。",
-        "和你喜欢的《Silence of the Lambs, The (1991)》一样\uff0c《Seven (Se7en) (1995)》"
-        "属于惊悚类型\uff0c导演是 David Fincher。",
+        "和你喜欢的《Hook》一样\uff0c《Jumanji》是冒险、奇幻类型。",
+        "《Seven (Se7en)》属于惊悚类型\uff0c"
+        "有 30 位喜欢《Silence of the Lambs, The》的用户也喜欢它。",
     ],
 }
 #: Chinese full-width comma and colon, spelled as escapes so that the source stays unambiguous.
 ZH_COMMA, ZH_COLON = "\uff0c", "\uff1a"
+_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*(.*?)\s*```$", re.S)
 
 Source = Literal["llm", "template"]
@@ -117,6 +114,10 @@ class Explanation:
     error: str | None = None
 
 
+def _no_year(title: str) -> str:
+    return _YEAR.sub("", title).strip() or title
+
+
 def prompt_evidence(evidence: Evidence, language: str) -> dict[str, object]:
     """The evidence as a model reads it: short, names only (no IDs), genres in ``language``."""
     lang = check_language(language)
@@ -125,14 +126,16 @@ def prompt_evidence(evidence: Evidence, language: str) -> dict[str, object]:
         return ZH_GENRES.get(value, value) if lang == "zh" else value
 
     ev = evidence
-    data: dict[str, object] = {"recommended": ev.title}
+    # titles without their year: SmolLM2 reads "(1997)" as six tokens, and every token of
+    # the evidence costs prompt time on every item (the checker knows titles either way)
+    data: dict[str, object] = {"recommended": _no_year(ev.title)}
     # one liked title and two genres: each token of the evidence costs prompt time on
     # every item, and the template names the rest
     shared = [genre(s.value) for s in ev.shared_genres()[:2]]
     if (genres := [genre(g) for g in ev.genres]) and set(genres) != set(shared):
         data["genres"] = genres
     if ev.nearest:
-        data["you_liked"] = [ev.nearest[0].title]
+        data["you_liked"] = [_no_year(ev.nearest[0].title)]
     if shared:
         data["shared_genres"] = shared
     elif ev.shared_decade:
@@ -141,7 +144,7 @@ def prompt_evidence(evidence: Evidence, language: str) -> dict[str, object]:
     if facts := [f"{s.group}: {s.value}" for s in [*ev.entities[:2], *others[:2]]]:
         data["shared"] = facts
     if c := ev.collaborative:
-        data["co_liked"] = {"title": c.title, "people": c.users}
+        data["co_liked"] = {"title": _no_year(c.title), "people": c.users}
     if ev.request_terms:
         data["request_matches"] = list(ev.request_terms)
     return data

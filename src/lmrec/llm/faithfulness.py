@@ -198,7 +198,7 @@ class Vocabulary:
 
         ``titles`` (the evidence's) are known even if the vocabulary predates them.
         """
-        extra = {k: Entry(title=t, title_strict=s) for t in titles for k, s in _name_keys(t)}
+        extra = {k: Entry(title=t, title_strict=s) for t in titles for k, s in _name_keys(t, True)}
         longest = max([self.longest, *(len(k.split()) for k in extra)])
         toks = list(TOKEN.finditer(text))
         words = [t.group(0).casefold() for t in toks]
@@ -228,12 +228,16 @@ class Vocabulary:
         return toks, found
 
 
-def _name_keys(name: str) -> list[tuple[str, bool]]:
-    """(key, strict) per spelling of a title or entity name that is safe to look for."""
+def _name_keys(name: str, known: bool = False) -> list[tuple[str, bool]]:
+    """(key, strict) per spelling of a title or entity name that is safe to look for.
+
+    ``known``: a title of the evidence, looked for even when short (capitalised), so that
+    ``Kids (1995)`` is read as that title and not as the genre word "kids".
+    """
     out = []
     for key in title_keys(name):
         words = key.split()
-        if key.replace(" ", "").isdigit() or (len(words) < 2 and len(key) < 5):
+        if key.replace(" ", "").isdigit() or (not known and len(words) < 2 and len(key) < 5):
             continue
         out.append((key, sum(w not in _ARTICLES for w in words) < 2))
     return out
