@@ -421,3 +421,18 @@ def test_a_short_title_that_is_also_a_genre_word(ev: Evidence, vocab: Vocabulary
         sentence = template_sentence(kids, lang)
         assert "Kids (1995)" in sentence and check(sentence, kids, vocab, lang) == []
     assert any("Children" in p for p in check("It is great for kids.", ev, vocab))
+
+
+def test_a_co_like_claim_must_name_the_liked_item(ev: Evidence, vocab: Vocabulary) -> None:
+    assert ev.collaborative is not None
+    n, title = ev.collaborative.users, ev.collaborative.title
+    assert check(f"{n} people who liked {title} liked it too.", ev, vocab) == []
+    problems = check(
+        f"{ev.title} is {ev.genres[0]}, and {n} people who liked it liked it too.", ev, vocab
+    )
+    assert any("naming no liked item" in p for p in problems)
+    zh = f"《{ev.title}》有 {n} 位喜欢它的用户也喜欢它。"
+    assert any("naming no liked item" in p for p in check(zh, ev, vocab, "zh"))
+    # a title that begins with "It" is a title, not "it"
+    it = replace(ev, nearest=(Neighbour("1", "It Could Happen to You (1994)", 0.5),))
+    assert check(f"{n} people who liked It Could Happen to You liked it too.", it, vocab) == []

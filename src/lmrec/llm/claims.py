@@ -67,6 +67,18 @@ def evidence_words(texts: Iterable[str], groups: Iterable[str] = ()) -> frozense
     return frozenset(fold(w) for t in words for w in _LATIN_WORD.findall(t))
 
 
+#: "people who liked it liked it too": a collaborative claim that lost its liked item.
+_NAMELESS_CO_LIKE = re.compile(
+    r"\bwho (?:liked|like|enjoyed) (?:it|this|that)(?: one| film| movie)? (?:liked|like|also)\b"
+    r"|喜欢(?:它|这部|此片)的用户"
+)
+
+
+def nameless_co_like(draft: str) -> bool:
+    """Whether ``draft`` says people who liked "it" liked it too, naming no liked item."""
+    return bool(_NAMELESS_CO_LIKE.search(draft))
+
+
 def unsupported_words(
     free_tokens: Iterable[str], allowed: frozenset[str], zh_facts: Iterable[str] = ()
 ) -> list[str]:
@@ -102,5 +114,6 @@ __all__ = [
     "ZH_GROUPS",
     "evidence_words",
     "fold",
+    "nameless_co_like",
     "unsupported_words",
 ]

@@ -24,7 +24,7 @@ import pandas as pd
 
 from lmrec.data.schema import ITEM, item_titles
 from lmrec.errors import ConfigError
-from lmrec.llm.claims import ZH_GROUPS, evidence_words, unsupported_words
+from lmrec.llm.claims import ZH_GROUPS, evidence_words, nameless_co_like, unsupported_words
 
 if TYPE_CHECKING:  # evidence.py imports the text helpers below
     from lmrec.llm.evidence import Evidence
@@ -361,6 +361,8 @@ def check_faithfulness(
     if extra := unsupported_words(free, allowed_words, zh_facts):
         shown = ", ".join(f"'{w}'" for w in extra[:5])
         problems.append(f"says what the evidence does not support: {shown}")
+    if nameless_co_like(text):
+        problems.append("says people who liked 'it' liked it, naming no liked item")
     plain = facts.difference(titles)  # titles are blanked out of ``rest`` already
     problems += _form_problems(rest, len([m for m in mentions if m.title]), lang, plain)
     # a sentence that names no fact says nothing the evidence supports ("a great movie")
