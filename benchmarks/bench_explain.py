@@ -72,10 +72,19 @@ def run(
 def summarise(name: str, times: list[float], shipped: list[list[Explanation]]) -> dict[str, Any]:
     flat = [e for lst in shipped for e in lst]
     drafts = [e for e in flat if e.draft is not None and e.draft.strip()]
+    by_lang = {
+        lang: statistics.median(
+            [t for t, lst in zip(times, shipped, strict=True) if lst and lst[0].language == lang]
+            or [float("nan")]
+        )
+        for lang in ("en", "zh")
+    }
     return {
         "name": name,
         "lists": len(times),
         "median": statistics.median(times),
+        "median_en": by_lang["en"],
+        "median_zh": by_lang["zh"],
         "p90": float(np.quantile(times, 0.9)),
         "drafts": len(drafts),
         "refused": sum(e.source == "template" for e in drafts),
@@ -123,6 +132,8 @@ def main() -> None:
                     r["name"],
                     r["lists"],
                     f"{r['median']:.2f}",
+                    f"{r['median_en']:.2f}",
+                    f"{r['median_zh']:.2f}",
                     f"{r['p90']:.2f}",
                     f"{r['median'] / one['median']:.3f}x",
                     r["drafts"],
@@ -149,6 +160,8 @@ def main() -> None:
             "backend: way",
             "lists",
             "median s/list",
+            "median, English",
+            "median, Chinese",
             "p90 s/list",
             "median vs one by one",
             "LLM drafts",

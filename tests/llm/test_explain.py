@@ -436,3 +436,15 @@ def test_a_co_like_claim_must_name_the_liked_item(ev: Evidence, vocab: Vocabular
     # a title that begins with "It" is a title, not "it"
     it = replace(ev, nearest=(Neighbour("1", "It Could Happen to You (1994)", 0.5),))
     assert check(f"{n} people who liked It Could Happen to You liked it too.", it, vocab) == []
+
+
+def test_a_model_is_not_asked_in_a_language_it_does_not_write(
+    ds: Dataset, builder: EvidenceBuilder, vocab: Vocabulary
+) -> None:
+    english = FixedBackend("")
+    english.languages = ("en",)  # type: ignore[attr-defined]
+    items = top_unseen(ds, "200")
+    zh = explain_list(builder, "200", items, english, "zh", vocab)
+    assert not english.calls and all(e.source == "template" and e.faithful for e in zh)
+    explain_list(builder, "200", items, english, "en", vocab)
+    assert len(english.calls) == len(items)

@@ -145,3 +145,14 @@ def test_generate_many_times_out_and_falls_back(smollm2_path: Path) -> None:
     slow.timeout_s = 60.0
     assert [g.text for g in slow.generate_many(convs, max_tokens=4)] == [g.text for g in warm]
     slow.close()
+
+
+def test_packaged_models_say_which_languages_they_write(smollm2_path: Path) -> None:
+    from lmrec.llm.backends import BackendConfig, make_backend
+    from lmrec.llm.local_models import LOCAL_MODELS
+
+    assert LOCAL_MODELS["smollm2-135m"].languages == ("en",)
+    assert LOCAL_MODELS["qwen2.5-0.5b"].languages == ("en", "zh")
+    made = make_backend(BackendConfig(kind="llama-cpp", model="smollm2-135m"))
+    assert getattr(made, "languages", None) == ("en",)
+    assert LlamaCppBackend(smollm2_path).languages is None  # a bare file: ask in any

@@ -149,6 +149,8 @@ class LlamaCppBackend:
         timeout_s: Seconds one `generate` may take once the model is loaded.
         retries: Extra attempts after a transient llama.cpp decode failure.
         seed: Seed for sampling at temperature > 0.
+        languages: Languages the model writes well enough to be asked in (None: any);
+            explanations in another language ship their template without asking.
     """
 
     def __init__(
@@ -161,7 +163,9 @@ class LlamaCppBackend:
         retries: int = 1,
         seed: int = 0,
         decode_threads: int | None = None,
+        languages: Sequence[str] | None = None,
     ) -> None:
+        self.languages = tuple(languages) if languages is not None else None
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ConfigError(f"model file not found: {self.model_path}")
@@ -382,6 +386,7 @@ class FallbackBackend:
     def __init__(self, primary: Backend, fallback: Backend) -> None:
         self.primary, self.fallback = primary, fallback
         self.name = f"{primary.name}|{fallback.name}"
+        self.languages = getattr(primary, "languages", None)
 
     def generate(
         self,
@@ -486,12 +491,14 @@ def make_backend(config: BackendConfig) -> Backend:
     if config.kind == "template":
         return TemplateBackend()
     if config.kind == "llama-cpp":
+        spec = LOCAL_MODELS.get(config.model)
         backend = LlamaCppBackend(
             resolve_model(config.model),
             n_ctx=config.n_ctx,
             n_threads=resolve_threads(config.n_threads),
             timeout_s=config.timeout_s,
             retries=config.retries,
+            languages=spec.languages if spec is not None else None,
         )
     else:
         if not config.base_url:

@@ -350,6 +350,8 @@ def explain_list(
         from lmrec.llm.explain_batch import explain_batch  # it builds on this module
 
         return explain_batch(evidences, backend, lang, vocabulary)
+    if backend is not None and lang not in (getattr(backend, "languages", None) or (lang,)):
+        backend = None  # a model that does not write this language: its drafts would fail
     if backend is None:
         return [explain(e, None, lang, vocabulary) for e in evidences]
     # one pass for the whole list where the backend can (shared prefix, parallel decoding)

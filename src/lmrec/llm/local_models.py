@@ -65,6 +65,7 @@ class LocalModelSpec:
     architecture: str
     parts: tuple[WheelPart, ...]
     url: str  # the same file on Hugging Face, for machines with internet access
+    languages: tuple[str, ...] = ("en",)  # languages it writes well enough to be asked in
 
     @property
     def filename(self) -> str:
@@ -99,6 +100,7 @@ LOCAL_MODELS: dict[str, LocalModelSpec] = {
             "https://huggingface.co/Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF/resolve/main/"
             "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
         ),
+        languages=("en", "zh"),
     ),
 }
 
