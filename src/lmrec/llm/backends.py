@@ -14,6 +14,7 @@ half-made answer silently (with a ``grammar``, output cut off by ``max_tokens`` 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import importlib.util
@@ -23,7 +24,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -207,6 +208,19 @@ class LlamaCppBackend:
             self._llama = llama
         return self._llama
 
+    @contextlib.contextmanager
+    def _deadline(self) -> Iterator[None]:
+        """Set the abort flag llama.cpp checks once ``timeout_s`` has passed."""
+        timer = threading.Timer(self.timeout_s, self._abort_flag.__setitem__, (0, b"\1"))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            timer.join()
+            self._abort_flag[0] = b"\0"
+
     def _grammar(self, llama: Any, grammar: str) -> Any:
         cached = self._grammars.get(grammar)
         if cached is not None:
@@ -250,15 +264,8 @@ class LlamaCppBackend:
             llama = self._load()
             compiled = self._grammar(llama, grammar) if grammar else None
             start = time.monotonic()
-            timer = threading.Timer(self.timeout_s, self._abort_flag.__setitem__, (0, b"\1"))
-            timer.daemon = True
-            timer.start()
-            try:
+            with self._deadline():
                 out = self._complete(llama, messages, max_tokens, temperature, compiled)
-            finally:
-                timer.cancel()
-                timer.join()
-                self._abort_flag[0] = b"\0"
             seconds = time.monotonic() - start
         finally:
             self._lock.release()
@@ -332,21 +339,15 @@ class LlamaCppBackend:
             decoder = self._decoder(llama)
             start = time.monotonic()
             prompts = [chat_tokens(llama, self._formatter, m) for m in conversations]
-            timer = threading.Timer(self.timeout_s, self._abort_flag.__setitem__, (0, b"\1"))
-            timer.daemon = True
-            timer.start()
-            try:
-                decoded = decoder.run(prompts, max_tokens, stop=("\n",))
-            except GenerationError as e:
-                if self._abort_flag[0] != b"\0":
-                    raise GenerationError(
-                        f"{self.name}: timed out after {self.timeout_s:g} s"
-                    ) from None
-                raise GenerationError(f"{self.name}: {e}") from e
-            finally:
-                timer.cancel()
-                timer.join()
-                self._abort_flag[0] = b"\0"
+            with self._deadline():
+                try:
+                    decoded = decoder.run(prompts, max_tokens, stop=("\n",))
+                except GenerationError as e:
+                    if self._abort_flag[0] != b"\0":
+                        raise GenerationError(
+                            f"{self.name}: timed out after {self.timeout_s:g} s"
+                        ) from None
+                    raise GenerationError(f"{self.name}: {e}") from e
             seconds = time.monotonic() - start
         finally:
             self._lock.release()

@@ -269,35 +269,27 @@ def explain(
         ConfigError: For an unsupported language.
     """
     lang = check_language(language)
-    template = template_sentence(evidence, lang)
-
-    def ship_template(
-        draft: str | None, problems: list[str], name: str | None = None, error: str | None = None
-    ) -> Explanation:
-        faithful = not check_faithfulness(template, evidence, vocabulary, lang)
-        return Explanation(
-            template, lang, "template", evidence, draft, faithful, problems, name, error
-        )
-
     if backend is None:
-        return ship_template(None, [])
+        return judge_draft(evidence, None, None, lang, vocabulary)
+    generation: Generation | GenerationError
     try:
         generation = backend.generate(
             explain_messages(evidence, lang), max_tokens=MAX_TOKENS[lang], temperature=0.0
         )
     except GenerationError as e:
-        return ship_template(None, [], backend.name, str(e))
+        generation = e
     return judge_draft(evidence, generation, backend.name, lang, vocabulary)
 
 
 def judge_draft(
     evidence: Evidence,
-    generation: Generation | GenerationError,
-    backend_name: str,
+    generation: Generation | GenerationError | None,
+    backend_name: str | None,
     language: str,
     vocabulary: Vocabulary,
 ) -> Explanation:
-    """Ship ``generation`` if it passes `check_faithfulness`, else the template sentence."""
+    """Ship ``generation`` if it passes `check_faithfulness`, else the template sentence
+    (at once with no generation, i.e. no backend)."""
     lang = check_language(language)
     template = template_sentence(evidence, lang)
 
@@ -309,6 +301,8 @@ def judge_draft(
             template, lang, "template", evidence, draft, faithful, problems, name, error
         )
 
+    if generation is None:
+        return ship_template(None, [])
     if isinstance(generation, GenerationError):
         return ship_template(None, [], backend_name, str(generation))
     name = generation.backend
