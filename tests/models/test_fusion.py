@@ -106,6 +106,15 @@ def test_holdout_parts_are_disjoint_and_leak_free(data: Dataset, mode: str) -> N
         holdout_parts(data, "random", 0.6, folds=2)
 
 
+def test_holdout_folds_can_cover_all_training_data(data: Dataset) -> None:
+    # share x folds = 1: full stacking, each interaction (but a user's last) held out once
+    parts = holdout_parts(data, "random", 0.25, folds=4, seed=0)
+    held = sum(len(b) for _, b in parts)
+    n, users = len(data.interactions), data.interactions["user_id"].nunique()
+    assert 0.6 * n <= held <= n - users and all(len(b) for _, b in parts)
+    assert all(len(a.interactions) + len(b) == n for a, b in parts)
+
+
 def test_fused_ranker_is_chosen_on_validation_and_learns(fitted: FusionRecommender, split) -> None:  # type: ignore[no-untyped-def]
     from lmrec.evaluate.protocol import evaluate
 

@@ -49,6 +49,6 @@ class FusionConfig(ModelConfig):
     mtl: MTLConfig = Field(default_factory=MTLConfig, description="Multi-task MLP settings.")
     holdout: Holdout = Field("latest", description="How part B is drawn (latest/random/items).")
     holdout_share: float = Field(0.125, gt=0, lt=1, description="Share of data in part B.")
-    folds: int = Field(1, ge=1, le=4, description="(A, B) rounds whose rows are pooled.")
+    folds: int = Field(1, ge=1, le=8, description="(A, B) rounds whose rows are pooled.")
     attributes: bool = Field(True, description="Build item attributes (fields and KG).")
     seed: int = Field(2020, description="Random seed of the holdout.")

@@ -30,8 +30,8 @@ def holdout_parts(
 
     Users with a single interaction keep it in A.
     """
-    if not 0 < share * folds < 1:
-        raise ConfigError(f"holdout share x folds must be in (0, 1), got {share} x {folds}")
+    if not 0 < share * folds <= 1:
+        raise ConfigError(f"holdout share x folds must be in (0, 1], got {share} x {folds}")
     inter = dataset.interactions.reset_index(drop=True)
     n = len(inter)
     rng = np.random.default_rng(seed)
