@@ -438,6 +438,24 @@ def test_a_co_like_claim_must_name_the_liked_item(ev: Evidence, vocab: Vocabular
     assert check(f"{n} people who liked It Could Happen to You liked it too.", it, vocab) == []
 
 
+def test_a_sentence_may_not_say_what_another_title_is(ev: Evidence, vocab: Vocabulary) -> None:
+    assert ev.collaborative is not None and ev.nearest
+    n, liked = ev.collaborative.users, ev.collaborative.title
+    near = ev.nearest[0].title
+    short = near.rsplit(" (", 1)[0]
+    ok = f"{ev.title} is {ev.genres[0]}, and {n} people who liked {liked} liked it too."
+    assert check(ok, ev, vocab) == []
+    # SmolLM2 wrote the liked item as the subject: true words, the wrong item
+    for bad in (
+        f"{short} is {ev.genres[0]}, and {n} people who liked {liked} liked it too.",
+        f"{near} was {ev.genres[0]}.",
+    ):
+        assert any("not the recommended item" in p for p in check(bad, ev, vocab)), bad
+    assert check(f"Like {short}, which you liked, it is {ev.genres[0]}.", ev, vocab) == []
+    zh_bad = f"《{short}》属于{ZH_GENRES[ev.genres[0]]}类型。"
+    assert any("not the recommended item" in p for p in check(zh_bad, ev, vocab, "zh"))
+
+
 def test_a_model_is_not_asked_in_a_language_it_does_not_write(
     ds: Dataset, builder: EvidenceBuilder, vocab: Vocabulary
 ) -> None:

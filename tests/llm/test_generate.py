@@ -11,7 +11,8 @@ import pytest
 from lmrec.data.fetch import load_builtin
 from lmrec.data.schema import Dataset
 from lmrec.llm.backends import LlamaCppBackend, TemplateBackend
-from lmrec.llm.generate import DirectGenerator, GenerateConfig
+from lmrec.llm.constrain import OrderSpec
+from lmrec.llm.generate import DirectGenerator, GenerateConfig, GenerateRequest
 from lmrec.llm.types import Generation, GenerationError, Message
 from lmrec.models import TextRecommender
 
@@ -121,6 +122,52 @@ def test_smollm2_with_the_title_grammar_picks_real_shortlisted_items(
     assert out.generation is not None and out.generation.completion_tokens > 0
     assert out.grounding.items, f"the grammar-bound answer grounded nothing: {out.proposals}"
     assert all(m.method == "exact" for m in out.grounding.matches)
+
+
+HISTORIES = [HISTORY, ["50", "100", "181"], ["71", "95", "1", "8"]]
+
+
+class ManyScripted(Scripted):
+    """A backend with ``generate_many``: answers the first two numbers, twice over."""
+
+    def __init__(self) -> None:
+        super().__init__('{"order": [2, 1, 2, 99]}')
+        self.orders: list[object] = []
+
+    def generate_many(self, conversations: Sequence[Sequence[Message]], **kw: object) -> list:  # type: ignore[type-arg]
+        self.orders.append(kw.get("order"))
+        return [self.generate(c) for c in conversations]
+
+
+def test_generate_many_equals_generate_one_by_one(retriever: TextRecommender) -> None:
+    gen = DirectGenerator(retriever, TemplateBackend())
+    reqs = [GenerateRequest(h, k=6) for h in HISTORIES]
+    assert [g.items for g in gen.generate_many(reqs)] == [
+        gen.generate(h, k=6).items for h in HISTORIES
+    ]
+    backend = ManyScripted()
+    many = DirectGenerator(retriever, backend).generate_many(reqs)
+    assert backend.orders == [OrderSpec(n=20, k=6)]  # one pass, held to the shortlist numbers
+    for out, h in zip(many, HISTORIES, strict=True):
+        assert out.items[:2] == out.shortlist[1::-1]  # numbers 2 and 1; the repeat and 99 drop
+        assert len(out.items) == 6 and not set(out.items) & set(h)
+        assert any("repeated" in p for p in out.problems)
+    assert DirectGenerator(retriever, backend).generate_many([]) == []
+
+
+def test_smollm2_generates_for_several_users_in_one_pass(
+    retriever: TextRecommender, smollm2: LlamaCppBackend
+) -> None:
+    cfg = GenerateConfig(n_candidates=15, max_tokens=60)
+    gen = DirectGenerator(retriever, smollm2, config=cfg)
+    outs = gen.generate_many([GenerateRequest(h, k=5) for h in HISTORIES])
+    for out, h in zip(outs, HISTORIES, strict=True):
+        assert out.generation is not None and not out.generation.fallback
+        answer = json.loads(out.generation.text)["order"]
+        assert answer and len(set(answer)) == len(answer) <= 5 and max(answer) <= 15
+        assert not out.problems, out.problems  # valid JSON, no repeats, all in range
+        assert len(out.items) == 5 and len(set(out.items)) == 5
+        assert set(out.items) <= set(out.shortlist) and not set(out.items) & set(h)
 
 
 def test_generate_command_lists_grounded_items_with_explanations(

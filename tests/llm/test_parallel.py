@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from lmrec.llm.backends import FallbackBackend, LlamaCppBackend, TemplateBackend
+from lmrec.llm.constrain import NumberListState, OrderSpec, valid_number_list
 from lmrec.llm.parallel import ParallelDecoder, chat_formatter, chat_tokens, common_prefix
 from lmrec.llm.types import Generation, GenerationError, Message, generate_many
 
@@ -111,6 +113,37 @@ def test_groups_stop_strings_and_limits(llama: Any, prompts: list[list[int]]) ->
         dec.run([[]], 8)
     with pytest.raises(GenerationError, match="max_tokens"):
         dec.run(prompts, 0)
+
+
+def test_constrained_decoding_writes_valid_distinct_numbers(
+    llama: Any, prompts: list[list[int]]
+) -> None:
+    dec = ParallelDecoder(llama, max_seqs=8, n_ctx=2048)
+    spec = OrderSpec(n=12, k=4)
+    opening = list(llama.tokenize(spec.opening.encode(), add_bos=False))
+    pieces = dec.number_pieces()
+    assert pieces and all(set(p) <= set("0123456789, ]") for p in pieces.values())
+    states = [NumberListState(spec, pieces) for _ in prompts]
+    # the questions are about colours and bees: unconstrained, nobody answers with numbers
+    free = dec.run([p + opening for p in prompts], 12)
+    assert not all(valid_number_list(d.text, spec) for d in free)
+    out = dec.run([p + opening for p in prompts], 40, constraints=states)
+    for d, state in zip(out, states, strict=True):
+        assert d.finish_reason == "stop" and state.done and d.text == state.text
+        numbers = json.loads(spec.opening + d.text + "}")["order"]
+        assert 1 <= len(numbers) <= 4 and len(set(numbers)) == len(numbers)
+        assert all(1 <= n <= 12 for n in numbers)
+    with pytest.raises(GenerationError, match="constraints for"):
+        dec.run(prompts, 8, constraints=states[:1])
+    dec.close()
+
+
+def test_backend_generate_many_answers_orders(smollm2: LlamaCppBackend) -> None:
+    convs = [chat(q + " Answer with candidate numbers.") for q in QUESTIONS[:3]]
+    out = smollm2.generate_many(convs, max_tokens=40, order=OrderSpec(n=20, k=10))
+    for g in out:
+        order = json.loads(g.text)["order"]
+        assert order and len(set(order)) == len(order) <= 10 and max(order) <= 20
 
 
 def test_backend_generate_many(smollm2: LlamaCppBackend) -> None:

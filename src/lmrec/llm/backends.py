@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmrec.errors import ConfigError
+from lmrec.llm.constrain import NumberListState, OrderSpec
 from lmrec.llm.local_models import LOCAL_MODELS, ensure_model
 from lmrec.llm.openai_backend import OpenAIBackend, as_chat, check_request
 from lmrec.llm.parallel import ParallelDecoder, chat_formatter, chat_tokens
@@ -243,13 +244,19 @@ class LlamaCppBackend:
         raise AssertionError("unreachable")
 
     def generate_many(
-        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256
+        self,
+        conversations: Sequence[Sequence[Message]],
+        *,
+        max_tokens: int = 256,
+        order: OrderSpec | None = None,
     ) -> list[Generation]:
         """Greedy completions of several chats in one pass (`ParallelDecoder`).
 
         Their common beginning (instructions, examples) is read once and kept for the next
         call; their replies are decoded together. Each reply ends at the end of its turn, a
         new line, or ``max_tokens``. ``seconds`` of each `Generation` is the whole call's.
+        With ``order``, each reply is an ``{"order": [...]}`` answer: the opening is written
+        into the prompt and the numbers are held to ``order`` token by token.
 
         Raises:
             GenerationError: On timeout, a prompt longer than the context, or a load or
@@ -266,9 +273,15 @@ class LlamaCppBackend:
             decoder = self._decoder(llama)
             start = time.monotonic()
             prompts = [chat_tokens(llama, self._formatter, m) for m in conversations]
+            states = None
+            if order is not None:
+                opening = list(llama.tokenize(order.opening.encode(), add_bos=False))
+                prompts = [p + opening for p in prompts]
+                pieces = decoder.number_pieces()
+                states = [NumberListState(order, pieces) for _ in prompts]
             with self._deadline():
                 try:
-                    decoded = decoder.run(prompts, max_tokens, stop=("\n",))
+                    decoded = decoder.run(prompts, max_tokens, stop=("\n",), constraints=states)
                 except GenerationError as e:
                     if self._abort_flag[0] != b"\0":
                         raise GenerationError(
@@ -278,6 +291,11 @@ class LlamaCppBackend:
             seconds = time.monotonic() - start
         finally:
             self._lock.release()
+        if order is not None:  # the whole answer, as one-at-a-time decoding writes it
+            decoded = [
+                dataclasses.replace(d, text=order.opening + d.text.rstrip("], ") + order.closing)
+                for d in decoded
+            ]
         return [
             Generation(d.text, self.name, d.prompt_tokens, d.completion_tokens, seconds)
             for d in decoded
@@ -342,7 +360,11 @@ class FallbackBackend:
             return dataclasses.replace(gen, fallback=True, error=str(e))
 
     def generate_many(
-        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256
+        self,
+        conversations: Sequence[Sequence[Message]],
+        *,
+        max_tokens: int = 256,
+        order: OrderSpec | None = None,
     ) -> list[Generation]:
         """The primary's replies (in one pass where it can); the fallback's where it fails.
 
@@ -352,14 +374,17 @@ class FallbackBackend:
         out = []
         for messages, gen in zip(
             conversations,
-            generate_many(self.primary, conversations, max_tokens=max_tokens),
+            generate_many(self.primary, conversations, max_tokens=max_tokens, order=order),
             strict=True,
         ):
             if isinstance(gen, Generation):
                 out.append(gen)
                 continue
             log.warning("%s failed (%s); using %s", self.primary.name, gen, self.fallback.name)
-            again = self.fallback.generate(messages, max_tokens=max_tokens, temperature=0.0)
+            grammar = None if order is None else order.gbnf()
+            again = self.fallback.generate(
+                messages, max_tokens=max_tokens, temperature=0.0, grammar=grammar
+            )
             out.append(dataclasses.replace(again, fallback=True, error=str(gen)))
         return out
 

@@ -363,6 +363,10 @@ def check_faithfulness(
         problems.append(f"says what the evidence does not support: {shown}")
     if nameless_co_like(text):
         problems.append("says people who liked 'it' liked it, naming no liked item")
+    own = title_keys(evidence.title)
+    for m in mentions:  # "Professional is a Drama, and 16 people ..." about another item
+        if m.title is not None and m.key not in own and _PREDICATE.match(text, m.end):
+            problems.append(f"says what '{m.title}' is, but it is not the recommended item")
     plain = facts.difference(titles)  # titles are blanked out of ``rest`` already
     problems += _form_problems(rest, len([m for m in mentions if m.title]), lang, plain)
     # a sentence that names no fact says nothing the evidence supports ("a great movie")
@@ -371,6 +375,14 @@ def check_faithfulness(
     if not text.rstrip().endswith(SENTENCE_ENDS):
         problems.append("cut off: does not end a sentence")
     return list(dict.fromkeys(problems))
+
+
+#: A claim about what the title just named is ("X is a Drama", "X 属于剧情类型").
+_PREDICATE = re.compile(
+    r"[\s\u300b\"'\u201d]*(?:\(\d{4}\)\s*)?[\u300b]?\s*"
+    r"(?:(?:is|was|are|were)\b|\u662f|\u5c5e\u4e8e)",
+    re.I,
+)
 
 
 def _stray_year(text: str, titles: Iterable[str]) -> bool:

@@ -25,6 +25,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmrec.errors import InputError
+from lmrec.llm.constrain import OrderSpec
 from lmrec.llm.grounding import Catalog, GroundingResult, ground
 from lmrec.llm.prompts import (
     Feedback,
@@ -32,12 +33,11 @@ from lmrec.llm.prompts import (
     build_recommend_prompt,
     build_rerank_prompt,
     item_texts,
-    order_grammar,
     parse_items,
     parse_order_result,
     title_grammar,
 )
-from lmrec.llm.types import Backend, Generation, GenerationError
+from lmrec.llm.types import Backend, Generation, GenerationError, Message, generate_many
 
 
 class GenerateConfig(BaseModel):
@@ -64,6 +64,33 @@ class GenerateConfig(BaseModel):
         ge=0,
         description="Shortlist score minus this x the item's best cosine to a disliked item.",
     )
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """What `DirectGenerator.generate` takes, for `DirectGenerator.generate_many`."""
+
+    history: Sequence[str]
+    k: int = 10
+    request: str | None = None
+    liked: Sequence[str] = ()
+    disliked: Sequence[str] = ()
+    language: Literal["en", "zh"] | None = None
+    exclude: Sequence[str] = ()
+
+
+@dataclass
+class _Ask:
+    """One request made ready for the LLM (see `DirectGenerator._prepare`)."""
+
+    k: int
+    messages: list[Message]
+    grammar: str | None
+    order: OrderSpec | None  # the answer is shortlist numbers (batched decoding holds it)
+    candidates: list[ItemText] | None  # the numbered shortlist, when answered by numbers
+    ranked: list[str]  # unseen items in retriever order (shortlist first; the top-up)
+    shortlist: list[str]
+    banned: set[str]
 
 
 @dataclass
@@ -137,14 +164,70 @@ class DirectGenerator:
                 from the catalog); unlike dislikes they are not named in the prompt.
         """
         t0 = time.perf_counter()
+        ask = self._prepare(
+            GenerateRequest(history, k, request, liked, disliked, language, exclude)
+        )
+        generation: Generation | GenerationError
+        try:
+            generation = self.backend.generate(
+                ask.messages,
+                max_tokens=self.config.max_tokens,
+                temperature=0.0,
+                grammar=ask.grammar,
+            )
+        except GenerationError as e:
+            generation = e
+        return self._finish(ask, generation, time.perf_counter() - t0)
+
+    def generate_many(self, requests: Sequence[GenerateRequest]) -> list[GeneratedList]:
+        """One list per request, as `generate` makes it, with the LLM asked for all at once.
+
+        Where the backend decodes several chats in one pass (llama.cpp), the shared
+        instructions are read once and the answers decoded together, held to the shortlist
+        numbers token by token; otherwise each is one `generate` call. ``seconds`` of each
+        list is the whole batch's share per request.
+        """
+        if not requests:
+            return []
+        t0 = time.perf_counter()
+        asks = [self._prepare(r) for r in requests]
+        batched = [j for j, a in enumerate(asks) if a.order is not None]
+        answers: dict[int, Generation | GenerationError] = {}
+        orders = {asks[j].order for j in batched}
+        for spec in orders:  # one pass per answer shape (usually one: same n and k)
+            group = [j for j in batched if asks[j].order == spec]
+            got = generate_many(
+                self.backend,
+                [asks[j].messages for j in group],
+                max_tokens=self.config.max_tokens,
+                order=spec,
+            )
+            answers.update(zip(group, got, strict=True))
+        for j, ask in enumerate(asks):
+            if j not in answers:
+                try:
+                    answers[j] = self.backend.generate(
+                        ask.messages,
+                        max_tokens=self.config.max_tokens,
+                        temperature=0.0,
+                        grammar=ask.grammar,
+                    )
+                except GenerationError as e:
+                    answers[j] = e
+        share = (time.perf_counter() - t0) / len(asks)
+        return [self._finish(a, answers[j], share) for j, a in enumerate(asks)]
+
+    def _prepare(self, req: GenerateRequest) -> _Ask:
+        """The prompt, grammar and grounding limits for one request."""
         cfg = self.config
-        lang = language or cfg.language
-        known = [h for h in history if h in self.items.index]
-        liked = [i for i in liked if i in self.items.index]
-        disliked = [i for i in disliked if i in self.items.index]
-        banned = set(known) | set(liked) | set(disliked) | {str(i) for i in exclude}
+        lang = req.language or cfg.language
+        k = req.k
+        known = [h for h in req.history if h in self.items.index]
+        liked = [i for i in req.liked if i in self.items.index]
+        disliked = [i for i in req.disliked if i in self.items.index]
+        banned = set(known) | set(liked) | set(disliked) | {str(i) for i in req.exclude}
         shortlist_k = max(cfg.n_candidates, k)
-        order = self._shortlist_order(known, liked, disliked, request, shortlist_k, banned)
+        order = self._shortlist_order(known, liked, disliked, req.request, shortlist_k, banned)
         shortlist = order[:shortlist_k]
         feedback = Feedback(
             liked=[self.catalog.title(i) for i in liked if i in self.catalog],
@@ -155,42 +238,57 @@ class DirectGenerator:
             item_texts(self.items, known[-cfg.history_items :]) if cfg.history_items else []
         )
         numbers = candidates is not None and cfg.output == "numbers"
-        grammar = None
+        grammar, spec = None, None
         if numbers and candidates:
             messages = build_rerank_prompt(
-                history_texts, candidates, request, lang, k=k, feedback=feedback
+                history_texts, candidates, req.request, lang, k=k, feedback=feedback
             )
             if cfg.grammar:
-                grammar = order_grammar(len(candidates), min(k, len(candidates)))
+                spec = OrderSpec(len(candidates), min(k, len(candidates)))
+                grammar = spec.gbnf()
         else:
             messages = build_recommend_prompt(
-                history_texts, request, feedback, k, candidates, language=lang
+                history_texts, req.request, feedback, k, candidates, language=lang
             )
             if candidates and cfg.grammar:
                 grammar = title_grammar([c.title for c in candidates], k)
+        return _Ask(
+            k=k,
+            messages=messages,
+            grammar=grammar,
+            order=spec,
+            candidates=candidates if numbers else None,
+            ranked=order,
+            shortlist=shortlist,
+            banned=banned,
+        )
+
+    def _finish(
+        self, ask: _Ask, generation: Generation | GenerationError, seconds: float
+    ) -> GeneratedList:
+        """Parse the answer, ground it, top it up."""
+        cfg, k = self.config, ask.k
         problems: list[str] = []
-        generation: Generation | None = None
         proposals: list[str] = []
-        try:
-            generation = self.backend.generate(
-                messages, max_tokens=cfg.max_tokens, temperature=0.0, grammar=grammar
-            )
-            if numbers and candidates:
-                proposals, problems = _picked_titles(generation.text, candidates, k)
+        if isinstance(generation, GenerationError):
+            problems.append(f"backend: {generation}")
+            gen: Generation | None = None
+        else:
+            gen = generation
+            if ask.candidates:
+                proposals, problems = _picked_titles(gen.text, ask.candidates, k)
             else:
-                parsed = parse_items(generation.text, max_items=3 * k)
+                parsed = parse_items(gen.text, max_items=3 * k)
                 proposals, problems = parsed.titles, list(parsed.problems)
-        except GenerationError as e:
-            problems.append(f"backend: {e}")
-        allowed = set(shortlist) if cfg.mode == "candidates" else None
+        allowed = set(ask.shortlist) if cfg.mode == "candidates" else None
         grounded = (
-            ground(proposals, self.catalog, banned, k, allowed=allowed)
+            ground(proposals, self.catalog, ask.banned, k, allowed=allowed)
             if proposals
             else (GroundingResult())
         )
         items = list(grounded.items)
         taken = set(items)
-        for iid in order:  # top up from the retriever: always k real, unseen items
+        for iid in ask.ranked:  # top up from the retriever: always k real, unseen items
             if len(items) >= k:
                 break
             if iid not in taken:
@@ -200,11 +298,11 @@ class DirectGenerator:
             items=items,
             proposals=proposals,
             grounding=grounded,
-            generation=generation,
+            generation=gen,
             filled=len(items) - len(grounded.items),
-            shortlist=shortlist if cfg.mode == "candidates" else [],
+            shortlist=ask.shortlist if cfg.mode == "candidates" else [],
             problems=problems,
-            seconds=time.perf_counter() - t0,
+            seconds=seconds,
         )
 
     def _shortlist_order(

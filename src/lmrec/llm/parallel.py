@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from lmrec.llm.constrain import NumberListState, number_list_pieces
 from lmrec.llm.types import GenerationError, Message
 
 #: A completion stops when its latest this-many tokens already occurred in it (a loop).
@@ -120,6 +121,7 @@ class ParallelDecoder:
         self._prefixes: list[list[int]] = [[] for _ in range(prefixes)]  # held by slot i
         self._used = [0] * prefixes  # when each slot was last used, for LRU replacement
         self._clock = 0
+        self._number_pieces: dict[int, str] | None = None
         if abort is not None:
             llama_cpp.llama_set_abort_callback(ctx, abort[0], abort[1])
 
@@ -146,6 +148,29 @@ class ParallelDecoder:
 
     def _argmax(self, index: int) -> int:
         return int(self._logits(index).argmax())
+
+    def _choose(self, index: int, state: NumberListState | None) -> int:
+        """The most likely next token, among those ``state`` allows when given."""
+        if state is None:
+            return self._argmax(index)
+        allowed = state.allowed()
+        if not allowed:
+            raise GenerationError(f"no token continues the constrained answer {state.text!r}")
+        ids = np.asarray(allowed, dtype=np.int64)
+        return int(ids[self._logits(index)[ids].argmax()])
+
+    def number_pieces(self) -> dict[int, str]:
+        """This model's tokens that may appear in a number list (see `NumberListState`)."""
+        if self._number_pieces is None:
+            vocab = {}
+            for t in range(self._n_vocab):
+                if self._lib.llama_vocab_is_control(self._vocab, t):
+                    continue
+                piece = self.llama.detokenize([t], special=False)
+                if piece and len(piece) <= 8:
+                    vocab[t] = piece.decode("utf-8", errors="replace")
+            self._number_pieces = number_list_pieces(vocab)
+        return self._number_pieces
 
     def _set_threads(self, n: int) -> None:
         # llama.cpp picks its batch thread count for any batch of more than one token, and
@@ -180,19 +205,35 @@ class ParallelDecoder:
 
     # -- the call -------------------------------------------------------------------------
     def run(
-        self, prompts: Sequence[Sequence[int]], max_tokens: int, stop: Sequence[str] = ()
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        constraints: Sequence[NumberListState] | None = None,
     ) -> list[Decoded]:
         """Greedy completions of token prompts; a completion ends at end of turn, a stop
         string (not included) or ``max_tokens``.
+
+        Args:
+            prompts: Token IDs of each prompt.
+            max_tokens: Most tokens per completion.
+            stop: Strings that end a completion.
+            constraints: One fresh state per prompt: its completion takes only tokens the
+                state allows and ends when the state is done (its text included).
 
         Raises:
             GenerationError: If a prompt does not fit, or llama.cpp fails or is aborted.
         """
         if max_tokens < 1:
             raise GenerationError("max_tokens must be at least 1")
+        if constraints is not None and len(constraints) != len(prompts):
+            raise GenerationError(f"{len(constraints)} constraints for {len(prompts)} prompts")
         out: list[Decoded] = []
+        start = 0
         for group in self._groups([list(p) for p in prompts], max_tokens):
-            out.extend(self._run_group(group, max_tokens, tuple(stop)))
+            states = None if constraints is None else list(constraints[start : start + len(group)])
+            start += len(group)
+            out.extend(self._run_group(group, max_tokens, tuple(stop), states))
         return out
 
     def next_logits(self, prompts: Sequence[Sequence[int]]) -> np.ndarray:
@@ -204,7 +245,7 @@ class ParallelDecoder:
         """
         rows: list[np.ndarray] = []
         for group in self._groups([list(p) for p in prompts], 1):
-            rows.extend(self._read_group(group, lambda i: self._logits(i).copy()).values())
+            rows.extend(self._read_group(group, lambda i, _: self._logits(i).copy()).values())
         return np.stack(rows) if rows else np.zeros((0, self._n_vocab), np.float32)
 
     def _groups(self, prompts: list[list[int]], max_tokens: int) -> list[list[list[int]]]:
@@ -237,12 +278,12 @@ class ParallelDecoder:
     def _read_group(
         self,
         prompts: list[list[int]],
-        read: Callable[[int], Any],
+        read: Callable[[int, int], Any],
         then: Callable[..., Any] | None = None,
     ) -> Any:
-        """Read the prompts into their own sequences over a kept prefix; ``read(batch_index)``
-        runs on each prompt's last token right after its batch. Returns ``{seq: read(..)}``,
-        or ``then(seqs, that)`` while the sequences still exist."""
+        """Read the prompts into their own sequences over a kept prefix; ``read(batch_index,
+        prompt_index)`` runs on each prompt's last token right after its batch. Returns
+        ``{seq: read(..)}``, or ``then(seqs, that)`` while the sequences still exist."""
         lib, mem = self._lib, self._mem
         # every prompt keeps at least its last token: its logits give the first output token
         shared = min(common_prefix(prompts), min(len(p) for p in prompts) - 1)
@@ -265,20 +306,28 @@ class ParallelDecoder:
                 self._decode(chunk)
                 for i, (_, _, s, last) in enumerate(chunk):
                     if last:
-                        got[s] = read(i)
+                        got[s] = read(i, s - first)
             return got if then is None else then(seqs, got)
         finally:
             for s in seqs:
                 lib.llama_memory_seq_rm(mem, s, -1, -1)
 
     def _run_group(
-        self, prompts: list[list[int]], max_tokens: int, stop: tuple[str, ...]
+        self,
+        prompts: list[list[int]],
+        max_tokens: int,
+        stop: tuple[str, ...],
+        states: list[NumberListState] | None,
     ) -> list[Decoded]:
         def generate(seqs: list[int], first: dict[int, int]) -> list[Decoded]:
             self._set_threads(self.decode_threads)
-            return self._generate(prompts, seqs, first, max_tokens, stop)
+            held = None if states is None else dict(zip(seqs, states, strict=True))
+            return self._generate(prompts, seqs, first, max_tokens, stop, held)
 
-        out: list[Decoded] = self._read_group(prompts, self._argmax, generate)
+        def choose(index: int, prompt: int) -> int:
+            return self._choose(index, None if states is None else states[prompt])
+
+        out: list[Decoded] = self._read_group(prompts, choose, generate)
         return out
 
     def _generate(
@@ -288,6 +337,7 @@ class ParallelDecoder:
         first: dict[int, int],
         max_tokens: int,
         stop: tuple[str, ...],
+        states: dict[int, NumberListState] | None = None,
     ) -> list[Decoded]:
         lib, llama = self._lib, self.llama
         out_tokens: dict[int, list[int]] = {s: [] for s in seqs}
@@ -307,7 +357,12 @@ class ParallelDecoder:
                 text[s] += llama.detokenize([tok], special=False)
                 hit = [text[s].find(x) for x in bstop if x in text[s]]
                 gram = tuple(out_tokens[s][-REPEAT:])
-                if hit:
+                state = None if states is None else states[s]
+                if state is not None:
+                    state.advance(tok)
+                if state is not None and state.done:
+                    reason[s] = "stop"
+                elif hit:
                     text[s], reason[s] = text[s][: min(hit)], "stop"
                 elif len(gram) == REPEAT and gram in grams[s]:
                     reason[s] = "repeat"  # a small model in a loop: no sense in going on
@@ -320,7 +375,10 @@ class ParallelDecoder:
             if not step:
                 break
             self._decode(step)
-            nxt = {s: self._argmax(i) for i, (_, _, s, _) in enumerate(step)}
+            nxt = {
+                s: self._choose(i, None if states is None else states[s])
+                for i, (_, _, s, _) in enumerate(step)
+            }
         return [
             Decoded(
                 text=text[s].decode("utf-8", errors="ignore"),
