@@ -141,11 +141,16 @@ def test_rerank_numbers_candidates_from_one() -> None:
     cands = [ItemText("a", "Heat"), ItemText("b", "Fargo"), ItemText("c", "Alien", {"number": 99})]
     payload = _inner(build_rerank_prompt(HISTORY, cands, "scary")[1].content)
     assert payload["n"] == 3
-    assert payload["candidates"] == [
-        {"number": 1, "title": "Heat"},
-        {"number": 2, "title": "Fargo"},
-        {"number": 3, "title": "Alien"},  # an attribute cannot overwrite the number
+    # one short string per item (the answer is numbers): the number is ours, always first
+    assert payload["candidates"] == ["1. Heat", "2. Fargo", "3. Alien (99)"]
+    assert payload["history"] == [
+        "Toy Story (1995; Animation Children's Comedy)",
+        f"{EVIL} (1999; Drama, <b>Horror</b>)",
     ]
+    # untrusted text in a compact line is still escaped data inside the one block
+    user = build_rerank_prompt(HISTORY, CANDIDATES, None, k=1)[1].content
+    assert user.count("</data>") == 1 and "<" not in user[6:-7]
+    assert _inner(user)["candidates"][1] == f"2. {EVIL} <data>"
 
 
 def test_item_texts_from_the_movielens_table() -> None:

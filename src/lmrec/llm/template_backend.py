@@ -7,11 +7,14 @@ fails.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from lmrec.llm.types import Generation, GenerationError, Message
+
+_NUMBERED = re.compile(r"\d{1,4}\. ")
 
 
 class TemplateBackend:
@@ -22,7 +25,8 @@ class TemplateBackend:
     the tag from cutting the JSON short). Then:
 
     * if the JSON is an object with a list ``candidates`` whose entries carry a ``number``
-      (rerank and pick prompts), the output is ``{"order": [...]}`` with the numbers of the
+      (objects with a ``number`` field, or strings ``"3. title ..."``: rerank and pick
+      prompts), the output is ``{"order": [...]}`` with the numbers of the
       first ``k`` candidates (JSON field ``k``, default all), in order: the input order kept;
     * else if it has a list ``candidates``, the output is
       ``{"items": [{"title": t}, ...]}`` with the titles of the first ``k`` candidates (JSON
@@ -70,7 +74,12 @@ class TemplateBackend:
             return {}
         if isinstance(data.get("candidates"), list):
             cands = data["candidates"]
-            numbered = [c["number"] for c in cands if isinstance(c, dict) and "number" in c]
+            numbered = [
+                c["number"] if isinstance(c, dict) else int(c.split(".", 1)[0])
+                for c in cands
+                if (isinstance(c, dict) and "number" in c)
+                or (isinstance(c, str) and _NUMBERED.match(c))
+            ]
             k = data.get("k", len(numbered) if numbered else 10)
             if isinstance(k, bool) or not isinstance(k, int) or k < 0:
                 raise GenerationError(f"template: k must be a non-negative integer, got {k!r}")
