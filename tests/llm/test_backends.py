@@ -32,6 +32,7 @@ from lmrec.llm.backends import (
     TemplateBackend,
     make_backend,
 )
+from lmrec.llm.constrain import OrderSpec
 from lmrec.llm.local_models import (
     LOCAL_MODELS,
     ModelChecksumError,
@@ -39,7 +40,7 @@ from lmrec.llm.local_models import (
     ensure_model,
     fetch_url,
 )
-from lmrec.llm.types import GenerationError, Message
+from lmrec.llm.types import Generation, GenerationError, Message
 
 YES_NO = 'root ::= "yes" | "no"'
 CHAT = [
@@ -426,6 +427,68 @@ def test_fallback_to_template_on_each_failure(silent: str, replies: str) -> None
         assert json.loads(out.text)["items"][0] == {"title": "Alien"}
     ok = FallbackBackend(OpenAIBackend(f"{replies}/flaky", "m"), TemplateBackend())
     assert not ok.generate(CHAT).fallback
+
+
+class _Concurrent(http.server.BaseHTTPRequestHandler):
+    """Holds each request until a second one arrives (or 2 s pass); records the bodies."""
+
+    lock = threading.Lock()
+    arrived = threading.Condition(lock)
+    in_flight = 0
+    most = 0
+    bodies: list[dict[str, object]] = []  # noqa: RUF012
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        cls = type(self)
+        with cls.arrived:
+            cls.bodies.append(body)
+            cls.in_flight += 1
+            cls.most = max(cls.most, cls.in_flight)
+            cls.arrived.notify_all()
+            cls.arrived.wait_for(lambda: cls.in_flight > 1, timeout=2.0)
+        text = body["messages"][-1]["content"]
+        status = 400 if "refuse" in text else 200
+        reply = {"choices": [{"message": {"content": text.upper()}}]}
+        raw = json.dumps(reply if status == 200 else {"error": "refused"}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+        with cls.arrived:
+            cls.in_flight -= 1
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_openai_generate_many_overlaps_requests_and_keeps_failures_in_place() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Concurrent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    chats = [[Message("user", t)] for t in ("one", "two", "refuse three", "four")]
+    try:
+        out = OpenAIBackend(url, "m", concurrency=4, timeout_s=10).generate_many(chats)
+        assert _Concurrent.most >= 2  # requests were in flight together
+        assert [g.text if isinstance(g, Generation) else None for g in out] == [
+            "ONE", "TWO", None, "FOUR"
+        ]  # fmt: skip
+        assert isinstance(out[2], GenerationError) and "refused" in str(out[2])
+        assert all(b["stop"] == ["\n"] and "grammar" not in b for b in _Concurrent.bodies)
+        _Concurrent.most, _Concurrent.bodies = 0, []
+        one = OpenAIBackend(url, "m", concurrency=1, timeout_s=10)
+        picked = one.generate_many(chats[:2], order=OrderSpec(n=5, k=2))
+        assert _Concurrent.most == 1 and [g.text for g in picked] == ["ONE", "TWO"]  # type: ignore[union-attr]
+        assert all("grammar" in b and "stop" not in b for b in _Concurrent.bodies)
+        # the fallback answers in place of the failed one only
+        both = FallbackBackend(OpenAIBackend(url, "m"), TemplateBackend()).generate_many(chats)
+        assert [g.fallback for g in both] == [False, False, True, False]
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(ConfigError, match="concurrency"):
+        OpenAIBackend(url, "m", concurrency=0)
 
 
 # --- config --------------------------------------------------------------------------------

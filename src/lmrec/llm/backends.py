@@ -411,6 +411,9 @@ class BackendConfig(BaseModel):
         None, ge=1, description="llama-cpp: CPU threads ($LMREC_THREADS, else 2)"
     )
     n_ctx: int = Field(2048, ge=256, description="llama-cpp: context window in tokens")
+    concurrency: int = Field(
+        4, ge=1, le=64, description="openai: requests in flight at once for a list of chats"
+    )
     fallback_to_template: bool = Field(
         True, description="answer with the template backend when the model fails"
     )
@@ -462,6 +465,7 @@ def make_backend(config: BackendConfig) -> Backend:
             api_key=config.api_key or os.environ.get("LMREC_LLM_API_KEY") or None,
             timeout_s=config.timeout_s,
             retries=config.retries,
+            concurrency=config.concurrency,
         )
     return FallbackBackend(backend, TemplateBackend()) if config.fallback_to_template else backend
 

@@ -10,12 +10,16 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from lmrec.errors import ConfigError
 from lmrec.llm.types import Generation, GenerationError, Message
+
+if TYPE_CHECKING:
+    from lmrec.llm.constrain import OrderSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,9 @@ class OpenAIBackend:
         timeout_s: Seconds one `generate` may take in all.
         retries: Extra attempts after a transient failure.
         backoff_s: The first wait between attempts (doubling each time).
+        concurrency: Requests in flight at once in `generate_many` (a list of
+            explanations, a batch of users): servers batch them, so a list takes about
+            the time of its slowest reply rather than the sum.
     """
 
     def __init__(
@@ -62,9 +69,13 @@ class OpenAIBackend:
         timeout_s: float = 30.0,
         retries: int = 2,
         backoff_s: float = 0.25,
+        concurrency: int = 4,
     ) -> None:
-        if timeout_s <= 0 or retries < 0 or backoff_s < 0:
-            raise ConfigError("need timeout_s > 0, retries >= 0 and backoff_s >= 0")
+        if timeout_s <= 0 or retries < 0 or backoff_s < 0 or concurrency < 1:
+            raise ConfigError(
+                "need timeout_s > 0, retries >= 0, backoff_s >= 0 and concurrency >= 1"
+            )
+        self.concurrency = concurrency
         base = base_url.rstrip("/")
         if not base.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must be an http(s) URL, got {base_url!r}")
@@ -89,6 +100,45 @@ class OpenAIBackend:
             GenerationError: If the server is unreachable, too slow, refuses the request,
                 or answers with something that is not a chat completion.
         """
+        return self._complete(messages, max_tokens, temperature, grammar, None)
+
+    def generate_many(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        *,
+        max_tokens: int = 256,
+        order: OrderSpec | None = None,
+    ) -> list[Generation | GenerationError]:
+        """Greedy replies to several chats, up to ``concurrency`` requests at a time.
+
+        As with the in-process backend, each reply ends at the end of its turn or a new
+        line; with ``order`` it is an ``{"order": [...]}`` answer (its GBNF sent as the
+        ``grammar`` field). Each request has the whole timeout; a failure is returned in
+        its conversation's place.
+        """
+        grammar = None if order is None else order.gbnf()
+        stop = None if order is not None else ["\n"]
+
+        def one(messages: Sequence[Message]) -> Generation | GenerationError:
+            try:
+                return self._complete(messages, max_tokens, 0.0, grammar, stop)
+            except GenerationError as e:
+                return e
+
+        if len(conversations) <= 1 or self.concurrency == 1:
+            return [one(m) for m in conversations]
+        workers = min(self.concurrency, len(conversations))
+        with ThreadPoolExecutor(workers, thread_name_prefix="lmrec-openai") as pool:
+            return list(pool.map(one, conversations))
+
+    def _complete(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int,
+        temperature: float,
+        grammar: str | None,
+        stop: list[str] | None,
+    ) -> Generation:
         check_request(messages, max_tokens)
         body: dict[str, Any] = {
             "model": self.model,
@@ -99,6 +149,8 @@ class OpenAIBackend:
         }
         if grammar:
             body["grammar"] = grammar
+        if stop:
+            body["stop"] = stop
         start = time.monotonic()
         deadline = start + self.timeout_s
         attempt = 0
