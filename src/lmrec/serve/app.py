@@ -220,7 +220,12 @@ def _llm_backend(settings: ServeSettings) -> Any:
     from lmrec.llm.backends import make_backend
     from lmrec.llm.commands import backend_config
 
-    return make_backend(backend_config(settings.llm_backend, settings.llm_timeout_s))
+    backend = make_backend(backend_config(settings.llm_backend, settings.llm_timeout_s))
+    if settings.llm_nice > 0 and settings.llm_backend != "template":
+        from lmrec.serve.llm_thread import NicedBackend
+
+        return NicedBackend(backend, settings.llm_nice)
+    return backend
 
 
 def _jsonable(errors: Any) -> list[dict[str, Any]]:

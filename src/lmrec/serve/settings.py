@@ -62,6 +62,13 @@ class ServeSettings(BaseSettings):
         "a .gguf path, or an OpenAI-compatible base URL.",
     )
     llm_timeout_s: float = Field(10.0, gt=0, description="Seconds one LLM call may take.")
+    llm_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="How much lower the LLM thread's CPU priority is than list requests' "
+        "(Linux nice; 0: the same).",
+    )
     log_level: str = Field("info", description="uvicorn log level.")
 
     @field_validator("client_keys", "admin_keys", mode="before")
