@@ -16,10 +16,11 @@ process, bounded in request count and time:
    client, closed loop, takes a top-5 list and then its explanations
    (``GET /recommendations/{id}/explanations``) over and over; reported: list latency during
    that, and the explanation latency. The server's LLM is ``--llm-backend`` (``template`` or
-   a packaged model such as ``smollm2-135m``).
+   a packaged model such as ``smollm2-135m``); one fresh server per ``--llm-nice`` value
+   (how much lower the LLM thread's CPU priority is than the lists').
 
     python benchmarks/bench_serve.py [--model DIR] [--rate 100] [--seconds 30]
-        [--explain] [--llm-backend template] [--append-results]
+        [--explain] [--llm-backend template] [--llm-nice 0,10] [--append-results]
 
 Without ``--model`` it fits the ``text`` model (packaged MiniLM) on MovieLens-100K into
 ``runs/bench-serve/model``. Targets on 2 cores: p99 <= 50 ms at 100 requests/s;
@@ -69,7 +70,7 @@ def ensure_model(model: Path | None) -> Path:
 
 
 def start_server(
-    model: Path, db: Path, llm_backend: str = "template"
+    model: Path, db: Path, llm_backend: str = "template", llm_nice: int = 10
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [sys.executable, "-m", "lmrec.cli", "serve", "--model", str(model)]
@@ -77,6 +78,7 @@ def start_server(
     env = {**os.environ, "LMREC_RELOAD_INTERVAL_S": "0", "LMREC_LOG_LEVEL": "warning"}
     env["LMREC_LLM_BACKEND"] = llm_backend
     env["LMREC_LLM_TIMEOUT_S"] = "120"
+    env["LMREC_LLM_NICE"] = str(llm_nice)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)
     url = f"http://127.0.0.1:{port}"
     import httpx
@@ -243,6 +245,12 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=3_000, help="Events in the one-per-POST run")
     ap.add_argument("--explain", action="store_true", help="Also measure lazy explanations")
     ap.add_argument("--llm-backend", default="template", help="The server's explanation LLM")
+    ap.add_argument(
+        "--llm-nice",
+        default="10",
+        help="Comma-separated LLM thread nice values; with --explain, one server each "
+        "(e.g. 0,10: the same priority as lists vs lower)",
+    )
     ap.add_argument("--append-results", action="store_true")
     args = ap.parse_args()
 
@@ -284,11 +292,18 @@ def main() -> None:
         singles = [[e] for e in make_events(users, items, args.single, rng)]
         single = run_child("events", url, singles, 2, 600)
         log(f"single events: {single}")
-        # lists again, now that 100k events sit in the overlays and the store
+        # lists again, now that the events sit in the overlays and the store
         after = run_child("rate", url, list_paths, args.rate, limit)
         log(f"lists after events: {after}")
-        explained = during = None
-        if args.explain:
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    explain_runs: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    for nice in [int(v) for v in args.llm_nice.split(",")] if args.explain else []:
+        # a fresh server per nice value: the LLM thread's priority is set when it starts
+        proc, url = start_server(served, db, args.llm_backend, nice)
+        try:
+            run_child("rate", url, list_paths[:200], args.rate, limit)
             ctx = get_context("spawn")
             queue = ctx.Queue()
             explainer = ctx.Process(
@@ -298,10 +313,11 @@ def main() -> None:
             during = run_child("rate", url, list_paths, args.rate, limit)
             explained = queue.get(timeout=args.seconds + 600)
             explainer.join(timeout=10)
-            log(f"lists during explanations: {during}; explanations: {explained}")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+            log(f"nice {nice}: lists during explanations: {during}; explanations: {explained}")
+            explain_runs.append((nice, during, explained))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
     result = {
         "model": model.name,
@@ -325,7 +341,7 @@ def main() -> None:
             sum(lists["errors"].values()),
         ],
         [
-            "same, after 100k events ingested",
+            f"same, after {args.events:,} events ingested",
             f"{after['p50_ms']:.1f}",
             f"{after['p99_ms']:.1f}",
             f"{after['p99_ms'] / health['p99_ms']:.2f}x",
@@ -341,11 +357,12 @@ def main() -> None:
             sum(health["errors"].values()),
         ],
     ]
-    if during is not None and explained is not None:
+    for j, (nice, during, explained) in enumerate(explain_runs):
         rows.insert(
-            2,
+            2 + j,
             [
-                f"same, while another client fetches explanations ({args.llm_backend})",
+                f"same, while another client fetches explanations ({args.llm_backend}, "
+                f"LLM thread nice {nice})",
                 f"{during['p50_ms']:.1f}",
                 f"{during['p99_ms']:.1f}",
                 f"{during['p99_ms'] / health['p99_ms']:.2f}x",
@@ -353,17 +370,17 @@ def main() -> None:
                 sum(during["errors"].values()),
             ],
         )
-        result["lists_during_explanations"] = during
-        result["explanations"] = explained
-        (OUT / "results.json").write_text(json.dumps(result, indent=2))
+        result[f"lists_during_explanations_nice{nice}"] = during
+        result[f"explanations_nice{nice}"] = explained
+    (OUT / "results.json").write_text(json.dumps(result, indent=2))
     table = markdown_table(
         ["request", "p50 ms", "p99 ms", "p99 vs /health", "achieved", "errors"], rows
     )
-    if explained is not None:
+    for nice, _, explained in explain_runs:
         table += (
-            f"\n\nExplanations of a top-5 list ({args.llm_backend}), fetched lazily by "
-            f"recommendation_id: {explained['lists_explained']} lists, median "
-            f"{explained['p50_ms']:.0f} ms, p90 {explained['p90_ms']:.0f} ms, "
+            f"\n\nExplanations of a top-5 list ({args.llm_backend}, LLM thread nice {nice}), "
+            f"fetched lazily by recommendation_id: {explained['lists_explained']} lists, "
+            f"median {explained['p50_ms']:.0f} ms, p90 {explained['p90_ms']:.0f} ms, "
             f"{explained['llm_sentences']} sentences from the LLM."
         )
     ev_rows = [
