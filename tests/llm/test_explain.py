@@ -449,6 +449,9 @@ def test_a_sentence_may_not_say_what_another_title_is(ev: Evidence, vocab: Vocab
     for bad in (
         f"{short} is {ev.genres[0]}, and {n} people who liked {liked} liked it too.",
         f"{near} was {ev.genres[0]}.",
+        # both shipped by SmolLM2 in a bench run before commas and "which" were read
+        f"{short}, is a {ev.genres[0]}, and {n} people who liked {liked} liked it too.",
+        f"{short}, which is a {ev.genres[0]}, is a {ev.genres[0]}.",
     ):
         assert any("not the recommended item" in p for p in check(bad, ev, vocab)), bad
     assert check(f"Like {short}, which you liked, it is {ev.genres[0]}.", ev, vocab) == []

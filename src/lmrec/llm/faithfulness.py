@@ -379,7 +379,7 @@ def check_faithfulness(
 
 #: A claim about what the title just named is ("X is a Drama", "X 属于剧情类型").
 _PREDICATE = re.compile(
-    r"[\s\u300b\"'\u201d]*(?:\(\d{4}\)\s*)?[\u300b]?\s*"
+    r"[\s\u300b\"'\u201d,]*(?:\(\d{4}\)\s*)?[\u300b]?[\s,\uff0c]*(?:which\s+)?"
     r"(?:(?:is|was|are|were)\b|\u662f|\u5c5e\u4e8e)",
     re.I,
 )
