@@ -229,8 +229,13 @@ def test_empty_and_cut_off_drafts_fail(ev: Evidence, vocab: Vocabulary) -> None:
         "says what the evidence does not support: 'latest', 'most', 'popular', 'TV', 'show'",
         "names nothing from the evidence",
     ]
-    assert check("You liked Star Wars (1977), which is a film with", ev, vocab) == [
+    assert check("You liked Star Wars (1977), and it is a film with", ev, vocab) == [
         "cut off: does not end a sentence"
+    ]
+    # ", which is ..." after a liked title is also a claim about that title
+    assert check("You liked Star Wars (1977), which is a film with", ev, vocab) == [
+        "says what 'Star Wars (1977)' is, but it is not the recommended item",
+        "cut off: does not end a sentence",
     ]
     assert check("You liked Star Wars (1977)!", ev, vocab) == []
     assert check('You liked "Star Wars (1977)."', ev, vocab) == []
