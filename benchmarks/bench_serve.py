@@ -16,11 +16,13 @@ process, bounded in request count and time:
    client, closed loop, takes a top-5 list and then its explanations
    (``GET /recommendations/{id}/explanations``) over and over; reported: list latency during
    that, and the explanation latency. The server's LLM is ``--llm-backend`` (``template`` or
-   a packaged model such as ``smollm2-135m``); one fresh server per ``--llm-nice`` value
-   (how much lower the LLM thread's CPU priority is than the lists').
+   a packaged model such as ``smollm2-135m``); one fresh server per ``--llm-runs`` entry:
+   where the local model runs (``process``: its own process, the default; ``thread``: a
+   thread of the server's) and how much lower its CPU priority is (nice), e.g. ``thread:10``.
 
     python benchmarks/bench_serve.py [--model DIR] [--rate 100] [--seconds 30]
-        [--explain] [--llm-backend template] [--llm-nice 0,10] [--append-results]
+        [--explain] [--llm-backend template] [--llm-runs thread:10,process:10]
+        [--append-results]
 
 Without ``--model`` it fits the ``text`` model (packaged MiniLM) on MovieLens-100K into
 ``runs/bench-serve/model``. Targets on 2 cores: p99 <= 50 ms at 100 requests/s;
@@ -70,7 +72,11 @@ def ensure_model(model: Path | None) -> Path:
 
 
 def start_server(
-    model: Path, db: Path, llm_backend: str = "template", llm_nice: int = 10
+    model: Path,
+    db: Path,
+    llm_backend: str = "template",
+    llm_nice: int = 10,
+    llm_process: bool = True,
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [sys.executable, "-m", "lmrec.cli", "serve", "--model", str(model)]
@@ -79,6 +85,7 @@ def start_server(
     env["LMREC_LLM_BACKEND"] = llm_backend
     env["LMREC_LLM_TIMEOUT_S"] = "120"
     env["LMREC_LLM_NICE"] = str(llm_nice)
+    env["LMREC_LLM_PROCESS"] = "true" if llm_process else "false"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)
     url = f"http://127.0.0.1:{port}"
     import httpx
@@ -246,10 +253,11 @@ def main() -> None:
     ap.add_argument("--explain", action="store_true", help="Also measure lazy explanations")
     ap.add_argument("--llm-backend", default="template", help="The server's explanation LLM")
     ap.add_argument(
-        "--llm-nice",
-        default="10",
-        help="Comma-separated LLM thread nice values; with --explain, one server each "
-        "(e.g. 0,10: the same priority as lists vs lower)",
+        "--llm-runs",
+        default="process:10",
+        help="With --explain, one server each: comma-separated WHERE:NICE, WHERE one of "
+        "process (the LLM in its own process) or thread (on a thread of the server's), NICE "
+        "how much lower the LLM's CPU priority is (e.g. thread:0,thread:10,process:10)",
     )
     ap.add_argument("--append-results", action="store_true")
     args = ap.parse_args()
@@ -298,10 +306,14 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    explain_runs: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
-    for nice in [int(v) for v in args.llm_nice.split(",")] if args.explain else []:
-        # a fresh server per nice value: the LLM thread's priority is set when it starts
-        proc, url = start_server(served, db, args.llm_backend, nice)
+    explain_runs: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    for run in args.llm_runs.split(",") if args.explain else []:
+        where, _, nice_text = run.partition(":")
+        if where not in ("process", "thread") or not nice_text.isdigit():
+            raise SystemExit(f"--llm-runs: expected process:N or thread:N, got {run!r}")
+        nice = int(nice_text)
+        # a fresh server per run: the LLM's priority is set when it starts
+        proc, url = start_server(served, db, args.llm_backend, nice, where == "process")
         try:
             run_child("rate", url, list_paths[:200], args.rate, limit)
             ctx = get_context("spawn")
@@ -313,8 +325,9 @@ def main() -> None:
             during = run_child("rate", url, list_paths, args.rate, limit)
             explained = queue.get(timeout=args.seconds + 600)
             explainer.join(timeout=10)
-            log(f"nice {nice}: lists during explanations: {during}; explanations: {explained}")
-            explain_runs.append((nice, during, explained))
+            log(f"{run}: lists during explanations: {during}; explanations: {explained}")
+            label = "LLM in its own process" if where == "process" else "LLM on a server thread"
+            explain_runs.append((f"{label}, nice {nice}", during, explained))
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -357,12 +370,11 @@ def main() -> None:
             sum(health["errors"].values()),
         ],
     ]
-    for j, (nice, during, explained) in enumerate(explain_runs):
+    for j, (label, during, explained) in enumerate(explain_runs):
         rows.insert(
             2 + j,
             [
-                f"same, while another client fetches explanations ({args.llm_backend}, "
-                f"LLM thread nice {nice})",
+                f"same, while another client fetches explanations ({args.llm_backend}, {label})",
                 f"{during['p50_ms']:.1f}",
                 f"{during['p99_ms']:.1f}",
                 f"{during['p99_ms'] / health['p99_ms']:.2f}x",
@@ -370,15 +382,15 @@ def main() -> None:
                 sum(during["errors"].values()),
             ],
         )
-        result[f"lists_during_explanations_nice{nice}"] = during
-        result[f"explanations_nice{nice}"] = explained
+        result[f"lists_during_explanations ({label})"] = during
+        result[f"explanations ({label})"] = explained
     (OUT / "results.json").write_text(json.dumps(result, indent=2))
     table = markdown_table(
         ["request", "p50 ms", "p99 ms", "p99 vs /health", "achieved", "errors"], rows
     )
-    for nice, _, explained in explain_runs:
+    for label, _, explained in explain_runs:
         table += (
-            f"\n\nExplanations of a top-5 list ({args.llm_backend}, LLM thread nice {nice}), "
+            f"\n\nExplanations of a top-5 list ({args.llm_backend}, {label}), "
             f"fetched lazily by recommendation_id: {explained['lists_explained']} lists, "
             f"median {explained['p50_ms']:.0f} ms, p90 {explained['p90_ms']:.0f} ms, "
             f"{explained['llm_sentences']} sentences from the LLM."

@@ -305,3 +305,27 @@ def test_explanations_are_lazy_by_recommendation_id_and_inline_on_request(
         ).status_code
         == 422
     )
+
+
+def test_a_local_llm_explains_from_its_own_process_stopped_at_shutdown(
+    base_model: Path, tmp_path: Path
+) -> None:
+    import os
+
+    from lmrec.llm.worker import ProcessBackend
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(base_model, model_dir)
+    db = f"sqlite:///{tmp_path / 'events.db'}"
+    with live_server(model_dir, db, llm_backend="smollm2-135m", llm_timeout_s=60) as s:
+        llm = s.app.state.explainers.backend
+        assert isinstance(llm, ProcessBackend)
+        with s.client() as http:
+            r = http.get("/users/u1/recommendations", params={"k": 2}).json()
+            ex = http.get(f"/recommendations/{r['recommendation_id']}/explanations").json()
+        assert len(ex["items"]) == 2 and all(i["explanation"] for i in ex["items"])
+        assert all(i["source"] in ("llm", "template") for i in ex["items"])
+        pid = llm.pid
+        assert pid is not None and pid != os.getpid()
+        assert os.getpriority(os.PRIO_PROCESS, pid) > os.getpriority(os.PRIO_PROCESS, 0)
+    assert llm.pid is None and not os.path.exists(f"/proc/{pid}/status")  # stopped with it

@@ -104,6 +104,8 @@ def create_app(settings: ServeSettings, state: ServingState | None = None) -> Fa
             for thread in (watcher, retrainer):
                 if thread is not None:
                     thread.stop()
+            if callable(close := getattr(llm, "close", None)):
+                close()  # the LLM's own process or thread
             blas.restore_original_limits()
 
     app = FastAPI(
@@ -220,7 +222,13 @@ def _llm_backend(settings: ServeSettings) -> Any:
     from lmrec.llm.backends import make_backend
     from lmrec.llm.commands import backend_config
 
-    backend = make_backend(backend_config(settings.llm_backend, settings.llm_timeout_s))
+    config = backend_config(settings.llm_backend, settings.llm_timeout_s)
+    if config.kind == "llama-cpp" and settings.llm_process:
+        # its own process: no interpreter lock shared with the list handlers
+        from lmrec.llm.worker import ProcessBackend
+
+        return ProcessBackend(config, settings.llm_nice)
+    backend = make_backend(config)
     if settings.llm_nice > 0 and settings.llm_backend != "template":
         from lmrec.serve.llm_thread import NicedBackend
 

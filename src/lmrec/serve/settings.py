@@ -66,8 +66,12 @@ class ServeSettings(BaseSettings):
         10,
         ge=0,
         le=19,
-        description="How much lower the LLM thread's CPU priority is than list requests' "
+        description="How much lower the LLM's CPU priority is than list requests' "
         "(Linux nice; 0: the same).",
+    )
+    llm_process: bool = Field(
+        True,
+        description="Run a local model in its own process (else on a thread of the server's).",
     )
     log_level: str = Field("info", description="uvicorn log level.")
 
