@@ -513,3 +513,30 @@ def test_make_backend_from_config(
     remote.generate(CHAT)
     assert _Replies.auth and set(_Replies.auth) == {"Bearer sk-from-env"}
     assert "sk-from" not in repr(BackendConfig(api_key="sk-from-env"))
+
+
+@pytest.mark.slow
+def test_a_q4_0_model_is_made_here_from_the_packaged_qwen(qwen_path: Path, tmp_path: Path) -> None:
+    (tmp_path / qwen_path.name).symlink_to(qwen_path)  # the base, already verified
+    said: list[str] = []
+    path = ensure_model("qwen2.5-0.5b-q4_0", tmp_path, say=said.append)
+    assert path == tmp_path / "qwen2.5-0.5b-q4_0.gguf" and any("requantizing" in m for m in said)
+    meta = check_gguf(path)
+    assert meta["architecture"] == "qwen2" and meta["metadata"]["general.file_type"] == 2  # Q4_0
+    assert path.stat().st_size < 0.9 * qwen_path.stat().st_size
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert path.with_name(path.name + ".sha256").read_text().strip() == digest
+    said.clear()
+    assert ensure_model("qwen2.5-0.5b-q4_0", tmp_path, say=said.append) == path and not said
+    assert LOCAL_MODELS["qwen2.5-0.5b-q4_0"].languages == ("en", "zh")
+    qwen = LlamaCppBackend(path, n_ctx=512, timeout_s=60.0)
+    out = qwen.generate([Message("user", "请用一句话介绍北京。")], max_tokens=16)
+    qwen.close()
+    assert sum("\u4e00" <= ch <= "\u9fff" for ch in out.text) >= 4, out.text
+    with path.open("r+b") as f:  # a byte changed after it was made is caught
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(ModelChecksumError, match=r"qwen2\.5-0\.5b-q4_0\.gguf"):
+        ensure_model("qwen2.5-0.5b-q4_0", tmp_path)

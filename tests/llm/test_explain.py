@@ -22,6 +22,7 @@ from lmrec.llm.evidence import Evidence, EvidenceBuilder, Neighbour
 from lmrec.llm.explain import (
     DATA_CLOSE,
     DATA_OPEN,
+    SYSTEM_PROMPTS,
     ZH_COMMA,
     Explanation,
     Vocabulary,
@@ -155,6 +156,9 @@ def test_evidence_matches_a_recount_from_the_interactions(
             by_h = {h: len(fans & fans_of[h]) for h in history}
             assert e.collaborative is not None
             assert e.collaborative.users == by_h[e.collaborative.item_id] == max(by_h.values())
+            # each named liked item: the recommended item's genres it has too, in their order
+            for n in (*e.nearest, e.collaborative):
+                assert list(n.common_genres) == [g for g in e.genres if g in genres[n.item_id]]
             assert e.shared_decade is None or e.shared_decade.value == e.decade
 
 
@@ -474,3 +478,73 @@ def test_a_model_is_not_asked_in_a_language_it_does_not_write(
     assert not english.calls and all(e.source == "template" and e.faithful for e in zh)
     explain_list(builder, "200", items, english, "en", vocab)
     assert len(english.calls) == len(items)
+
+
+def test_a_comparison_holds_only_on_genres_the_compared_title_has(
+    ev: Evidence, vocab: Vocabulary
+) -> None:
+    near = ev.nearest[0]
+    short, genre = near.title.rsplit(" (", 1)[0], ev.genres[0]
+    has = replace(ev, nearest=(replace(near, common_genres=(genre,)), *ev.nearest[1:]))
+    lacks = replace(ev, nearest=(replace(near, common_genres=()), *ev.nearest[1:]))
+    en = f"Like {short}, which you liked, it is {genre}."
+    zh = f"和你喜欢的《{short}》一样{ZH_COMMA}它是{ZH_GENRES[genre]}类型。"
+    assert check(en, has, vocab) == [] and check(zh, has, vocab, "zh") == []
+    # Qwen shipped "like Star Wars, which you liked, it is Drama, Comedy and Romance" where
+    # Star Wars is none of them: each fact true, the comparison false
+    for draft, lang in ((en, "en"), (zh, "zh"), (f"It is {genre}, just like {short}.", "en")):
+        problems = check(draft, lacks, vocab, lang)
+        assert any(p.startswith(f"compares it with '{near.title}'") for p in problems), draft
+    # no comparison: a genre of the item next to a liked title is no claim about that title
+    if lacks.collaborative is not None:
+        c = lacks.collaborative
+        plain = f"{ev.title} is {genre}, and {c.users} people who liked {c.title} liked it too."
+        assert check(plain, replace(lacks, collaborative=replace(c, common_genres=())), vocab) == []
+
+
+def test_the_template_says_also_only_of_genres_the_named_items_have(ev: Evidence) -> None:
+    genre = ev.genres[0]
+    named = tuple(replace(n, common_genres=()) for n in ev.nearest)
+    none_shared = replace(ev, nearest=named)
+    for lang in ("en", "zh"):
+        text = template_sentence(none_shared, lang)
+        top = none_shared.shared_genres()[0]
+        # no named item shares a genre: the history count is said instead of "also"
+        assert "also" not in text and "同样属于" not in text, text
+        assert str(top.count) in text
+    one = replace(ev, nearest=(replace(ev.nearest[0], common_genres=(genre,)), *named[1:]))
+    assert f"it is also {genre}" in template_sentence(one, "en")
+    assert f"它同样属于{ZH_GENRES[genre]}类型" in template_sentence(one, "zh")
+
+
+def test_chinese_prompts_call_the_item_it(ev: Evidence) -> None:
+    chat = explain_messages(ev, "zh")
+    title = ev.title.rsplit(" (", 1)[0]
+    # neither the question nor the worked examples carry the recommended title
+    assert all('"recommended"' not in m.content for m in chat if m.role == "user")
+    assert title not in chat[-1].content
+    assert "它" in SYSTEM_PROMPTS["zh"]
+    assert '"recommended"' in explain_messages(ev, "en")[-1].content
+
+
+def test_the_co_like_count_must_be_the_evidence_count(ev: Evidence, vocab: Vocabulary) -> None:
+    c = ev.collaborative
+    assert c is not None
+    liked = c.title.rsplit(" (", 1)[0]
+    right = f"{ev.title} is {ev.genres[0]}, and {c.users} people who liked {liked} liked it too."
+    assert check(right, ev, vocab) == []
+    # Qwen Q4_0 shipped "War is a Drama, and 1990s people who liked Forrest Gump liked it too":
+    # the decade is a fact of the evidence, so the number check alone let it through
+    for wrong, lang in (
+        (right.replace(f"{c.users} people", "1990s people"), "en"),
+        (right.replace(f"{c.users} people", f"{c.users + 1} people"), "en"),
+        (
+            f"它属于{ZH_GENRES[ev.genres[0]]}类型{ZH_COMMA}"
+            f"有 {c.users + 1} 位喜欢《{liked}》的用户也喜欢它。",
+            "zh",
+        ),
+    ):
+        problems = check(wrong, ev, vocab, lang)
+        assert any("people liked both" in p for p in problems), (wrong, problems)
+    none = replace(ev, collaborative=None)
+    assert any("people liked both" in p for p in check(right, none, vocab))

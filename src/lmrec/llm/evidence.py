@@ -65,6 +65,7 @@ class Neighbour:
     item_id: str
     title: str
     cosine: float
+    common_genres: tuple[str, ...] = ()  # genres it shares with the recommended item
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class CoLiked:
     item_id: str
     title: str
     users: int  # other users who liked both
+    common_genres: tuple[str, ...] = ()  # genres it shares with the recommended item
 
 
 @dataclass(frozen=True)
@@ -329,6 +331,13 @@ class EvidenceBuilder:
     ) -> Evidence:
         others = hist != c  # the item itself is no evidence for itself
         own = [int(a) for a in self.attrs[c].indices if self.readable[a]]
+        own_genres = [a for a in own if self.groups[a] in GENRE_GROUPS]
+
+        def common(h: int) -> tuple[str, ...]:
+            """The recommended item's genres that history item ``h`` has too."""
+            theirs = set(self.attrs[h].indices.tolist())
+            return tuple(self.values[a] for a in own_genres if a in theirs)
+
         held = counts[own] - (0 if others.all() else 1)
         order = sorted((i for i in range(len(own)) if held[i] > 0), key=lambda i: -held[i])
         shared = [
@@ -340,20 +349,22 @@ class EvidenceBuilder:
             idx = np.flatnonzero(others & self.known[hist])
             for t in idx[np.argsort(-sims[idx], kind="stable")[: self.n_nearest]]:
                 h = hist[t]
-                nearest.append(Neighbour(self.items.ids[h], self.titles[h], float(sims[t])))
+                nearest.append(
+                    Neighbour(self.items.ids[h], self.titles[h], float(sims[t]), common(h))
+                )
         collab = None
         co = np.where(others, co, 0)
         if len(co) and co.max() > 0:
             best = int(np.argmax(co))  # ties: the first in history order
             h = hist[best]
-            collab = CoLiked(self.items.ids[h], self.titles[h], int(co[best]))
+            collab = CoLiked(self.items.ids[h], self.titles[h], int(co[best]), common(h))
         decade = next((self.values[a] for a in own if self.groups[a] == "decade"), None)
         table_values = [s for s in shared if s.group not in self.kg_names]
         return Evidence(
             user_id=user_id,
             item_id=str(self.items.ids[c]),
             title=self.titles[c],
-            genres=tuple(self.values[a] for a in own if self.groups[a] in GENRE_GROUPS),
+            genres=tuple(self.values[a] for a in own_genres),
             decade=decade,
             history_size=int(others.sum()),
             nearest=tuple(nearest),
