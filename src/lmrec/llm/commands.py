@@ -27,7 +27,8 @@ def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
         backend: Annotated[
             str,
             typer.Option(
-                help="template, a packaged model (smollm2-135m, qwen2.5-0.5b), a .gguf path, "
+                help="template, a packaged model (smollm2-135m, qwen2.5-0.5b, "
+                "qwen2.5-0.5b-q4_0), a .gguf path, "
                 "or an OpenAI-compatible base URL (http://...)."
             ),
         ] = "template",

@@ -58,7 +58,8 @@ class ServeSettings(BaseSettings):
     )
     llm_backend: str = Field(
         "template",
-        description="Explanations: template, a packaged model (smollm2-135m, qwen2.5-0.5b), "
+        description="Explanations: template, a packaged model (smollm2-135m, qwen2.5-0.5b, "
+        "qwen2.5-0.5b-q4_0), "
         "a .gguf path, or an OpenAI-compatible base URL.",
     )
     llm_timeout_s: float = Field(10.0, gt=0, description="Seconds one LLM call may take.")
