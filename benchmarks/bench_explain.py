@@ -47,6 +47,9 @@ class OneByOne:
 
     def __init__(self, inner: Backend) -> None:
         self.inner, self.name = inner, inner.name
+        # asked in the same languages as the parallel way (a model that does not write one
+        # ships its templates at once both ways)
+        self.languages = getattr(inner, "languages", None)
 
     def generate(self, messages: Sequence[Message], **kwargs: Any) -> Generation:
         return self.inner.generate(messages, **kwargs)

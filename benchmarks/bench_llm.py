@@ -7,9 +7,11 @@ last item. Every method ranks among all items the user has not had, for the same
 - ``pop``: most popular items (train counts);
 - ``text``: the `text` model (MiniLM) fitted on train, queried with the history
   (`recommend_for`);
-- ``llm:<backend>``: `DirectGenerator` in ``candidates`` mode: ``text`` shortlists 20 unseen
-  items, numbered; the LLM answers with 10 numbers (held to the shortlist numbers token by
-  token for llama-cpp models, ``--batch`` users per pass); grounding drops anything not
+- ``llm:<backend>`` (a packaged model in process, or ``openai:<model>``: the same model
+  behind llama-cpp-python's OpenAI-compatible server on loopback): `DirectGenerator` in
+  ``candidates`` mode: ``text`` shortlists 20 unseen items, numbered; the LLM answers with
+  10 numbers (held to the shortlist numbers token by token for llama-cpp models, by a GBNF
+  grammar through the server; ``--batch`` users per pass); grounding drops anything not
   real, not shortlisted, seen or duplicated, and the list is topped up in ``text`` order.
 
 Reported per backend: Hit@10 / NDCG@10, RecLM-eval grounding error rates of the raw
@@ -18,17 +20,18 @@ the generation calls, seconds per user; then for ``--explain-users`` users the t
 explained in English and in Chinese (alternating users): time per list, the share of LLM
 drafts that failed the faithfulness check, and sample sentences.
 
-    python benchmarks/bench_llm.py [--backends template,smollm2-135m,qwen2.5-0.5b]
+    python benchmarks/bench_llm.py [--backends template,smollm2-135m,openai:smollm2-135m]
         [--users N] [--qwen-users N] [--explain-users N] [--batch N] [--append-results]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,12 +235,15 @@ def main() -> None:
     errors: dict[str, dict[str, float]] = {}
     sub_users: dict[str, list[str]] = {}
     speeds: dict[str, tuple[float, float]] = {}
+    servers = contextlib.ExitStack()
     for spec in args.backends.split(","):
-        cfg = (
-            BackendConfig(kind="template")
-            if spec == "template"
-            else BackendConfig(kind="llama-cpp", model=spec, timeout_s=60.0 * args.batch)
-        )
+        if spec == "template":
+            cfg = BackendConfig(kind="template")
+        elif spec.startswith("openai:"):  # llama-cpp-python's own server on loopback
+            url = servers.enter_context(llama_server(spec.removeprefix("openai:")))
+            cfg = BackendConfig(kind="openai", base_url=url, model="local", timeout_s=120.0)
+        else:
+            cfg = BackendConfig(kind="llama-cpp", model=spec, timeout_s=60.0 * args.batch)
         backend = make_backend(cfg)
         these = users
         if spec.startswith("qwen") and args.qwen_users:
@@ -263,7 +269,44 @@ def main() -> None:
             f"{spec}: hit {np.mean(run.hits):.4f} ndcg {np.mean(run.ndcgs):.4f} "
             f"explain median {explained[spec]['median_s']:.2f} s"
         )
+    servers.close()
     report(runs, errors, explained, sub_users, users, args, speeds)
+
+
+@contextlib.contextmanager
+def llama_server(model: str) -> Iterator[str]:
+    """``python -m llama_cpp.server`` for a packaged model (or .gguf) on a free loopback port."""
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    import httpx
+
+    from lmrec.llm.backends import resolve_model
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(resolve_model(model))]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"]
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as out:  # a file, not a pipe: the server logs a lot
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"llama_cpp.server did not start ({proc.poll()})")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
+                        break
+                time.sleep(0.2)
+            log(f"llama_cpp.server with {model} on {url}")
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def report(

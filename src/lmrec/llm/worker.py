@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,8 @@ START_TIMEOUT_S = 120.0
 
 def _child(conn: Connection, config: dict[str, Any], niceness: int) -> None:
     """Child-process entry: lower the priority, build the backend, answer calls until EOF."""
+    # Ctrl-C reaches the whole process group: the parent decides when the child stops
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if niceness > 0 and hasattr(os, "nice"):
         # a sandbox that forbids it: answer at normal priority
         with contextlib.suppress(OSError):
