@@ -18,7 +18,8 @@ process, bounded in request count and time:
    that, and the explanation latency. The server's LLM is ``--llm-backend`` (``template`` or
    a packaged model such as ``smollm2-135m``); one fresh server per ``--llm-runs`` entry:
    where the local model runs (``process``: its own process, the default; ``thread``: a
-   thread of the server's) and how much lower its CPU priority is (nice), e.g. ``thread:10``.
+   thread of the server's), how much lower its CPU priority is (nice) and, for a process,
+   how many CPUs it may use, e.g. ``thread:10`` or ``process:10:1``.
 
     python benchmarks/bench_serve.py [--model DIR] [--rate 100] [--seconds 30]
         [--explain] [--llm-backend template] [--llm-runs thread:10,process:10]
@@ -77,6 +78,7 @@ def start_server(
     llm_backend: str = "template",
     llm_nice: int = 10,
     llm_process: bool = True,
+    llm_cpus: int = 0,
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [sys.executable, "-m", "lmrec.cli", "serve", "--model", str(model)]
@@ -86,6 +88,7 @@ def start_server(
     env["LMREC_LLM_TIMEOUT_S"] = "120"
     env["LMREC_LLM_NICE"] = str(llm_nice)
     env["LMREC_LLM_PROCESS"] = "true" if llm_process else "false"
+    env["LMREC_LLM_CPUS"] = str(llm_cpus)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)
     url = f"http://127.0.0.1:{port}"
     import httpx
@@ -255,9 +258,10 @@ def main() -> None:
     ap.add_argument(
         "--llm-runs",
         default="process:10",
-        help="With --explain, one server each: comma-separated WHERE:NICE, WHERE one of "
-        "process (the LLM in its own process) or thread (on a thread of the server's), NICE "
-        "how much lower the LLM's CPU priority is (e.g. thread:0,thread:10,process:10)",
+        help="With --explain, one server each: comma-separated WHERE:NICE[:CPUS], WHERE one "
+        "of process (the LLM in its own process) or thread (on a thread of the server's), NICE "
+        "how much lower the LLM's CPU priority is, CPUS how many CPUs the LLM process may use "
+        "(0: all; e.g. thread:10,process:10,process:10:1)",
     )
     ap.add_argument("--append-results", action="store_true")
     args = ap.parse_args()
@@ -308,12 +312,14 @@ def main() -> None:
         proc.wait(timeout=30)
     explain_runs: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     for run in args.llm_runs.split(",") if args.explain else []:
-        where, _, nice_text = run.partition(":")
-        if where not in ("process", "thread") or not nice_text.isdigit():
-            raise SystemExit(f"--llm-runs: expected process:N or thread:N, got {run!r}")
-        nice = int(nice_text)
+        where, nice_text, cpus_text = ([*run.split(":"), "0"])[:3]
+        if where not in ("process", "thread") or not (nice_text + cpus_text).isdigit():
+            raise SystemExit(
+                f"--llm-runs: expected process:NICE[:CPUS] or thread:NICE, got {run!r}"
+            )
+        nice, cpus = int(nice_text), int(cpus_text)
         # a fresh server per run: the LLM's priority is set when it starts
-        proc, url = start_server(served, db, args.llm_backend, nice, where == "process")
+        proc, url = start_server(served, db, args.llm_backend, nice, where == "process", cpus)
         try:
             run_child("rate", url, list_paths[:200], args.rate, limit)
             ctx = get_context("spawn")
@@ -327,7 +333,8 @@ def main() -> None:
             explainer.join(timeout=10)
             log(f"{run}: lists during explanations: {during}; explanations: {explained}")
             label = "LLM in its own process" if where == "process" else "LLM on a server thread"
-            explain_runs.append((f"{label}, nice {nice}", during, explained))
+            label += f", nice {nice}" + (f", on {cpus} CPU" if cpus else "")
+            explain_runs.append((label, during, explained))
         finally:
             proc.terminate()
             proc.wait(timeout=30)

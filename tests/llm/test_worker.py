@@ -85,3 +85,24 @@ def test_a_hung_child_is_stopped_at_the_deadline(smol: ProcessBackend) -> None:
     assert time.monotonic() - t0 < 10
     assert backend.pid is None  # stopped, not left behind
     backend.close()
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs CPU affinity and 2 CPUs",
+)
+def test_the_child_can_be_kept_to_fewer_cpus() -> None:
+    mine = sorted(os.sched_getaffinity(0))
+    backend = ProcessBackend(
+        BackendConfig(kind="llama-cpp", model="smollm2-135m", timeout_s=60, n_ctx=1024), cpus=1
+    )
+    assert backend.generate(CHAT, max_tokens=4).text.strip()
+    pid = backend.pid
+    assert pid is not None
+    assert os.sched_getaffinity(pid) == {mine[-1]}  # its threads too: they inherit it
+    assert all(os.sched_getaffinity(int(t)) == {mine[-1]} for t in os.listdir(f"/proc/{pid}/task"))
+    assert os.sched_getaffinity(0) == set(mine)  # the caller keeps every CPU
+    backend.close()
+    every = ProcessBackend(BackendConfig(kind="template"), cpus=len(mine))
+    assert every.cpus is None  # as many as there are: no restriction
+    every.close()

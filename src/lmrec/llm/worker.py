@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 120.0
 
 
-def _child(conn: Connection, config: dict[str, Any], niceness: int) -> None:
+def _child(conn: Connection, config: dict[str, Any], niceness: int, cpus: list[int] | None) -> None:
     """Child-process entry: lower the priority, build the backend, answer calls until EOF."""
     # Ctrl-C reaches the whole process group: the parent decides when the child stops
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -40,6 +40,11 @@ def _child(conn: Connection, config: dict[str, Any], niceness: int) -> None:
         # a sandbox that forbids it: answer at normal priority
         with contextlib.suppress(OSError):
             os.nice(niceness)
+    if cpus and hasattr(os, "sched_setaffinity"):
+        # llama.cpp's threads inherit it: the other CPUs stay free for the caller
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, cpus)
+        config = {**config, "n_threads": len(cpus)}
     try:
         from lmrec.llm.backends import BackendConfig, make_backend
         from lmrec.llm.types import generate_many
@@ -76,14 +81,20 @@ class ProcessBackend:
     Args:
         config: What to build in the child (`lmrec.llm.backends.BackendConfig`).
         niceness: How much lower than the caller's the child's CPU priority is (0-19).
+        cpus: How many CPUs the child may run on (the last ones of the caller's; its model
+            then uses that many threads); 0: all of them.
         deadline_s: Most seconds one call may take, start-up excluded, before the child is
             stopped and the call fails (None: the config's ``timeout_s`` x (retries + 1) x 4,
             room for a list of chats).
     """
 
-    def __init__(self, config: Any, niceness: int = 10, deadline_s: float | None = None) -> None:
+    def __init__(
+        self, config: Any, niceness: int = 10, deadline_s: float | None = None, cpus: int = 0
+    ) -> None:
         self.config = config
         self.niceness = niceness
+        mine = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self.cpus: list[int] | None = mine[-cpus:] if 0 < cpus < len(mine) else None
         self.deadline_s = deadline_s or config.timeout_s * (config.retries + 1) * 4
         self.name: str = f"{config.kind}:{config.model}"
         self._languages: tuple[str, ...] | None = None
@@ -113,7 +124,7 @@ class ProcessBackend:
         parent, child = ctx.Pipe()
         self._proc = ctx.Process(
             target=_child,
-            args=(child, self.config.model_dump(), self.niceness),
+            args=(child, self.config.model_dump(), self.niceness, self.cpus),
             name="lmrec-llm",
             daemon=True,
         )
