@@ -443,7 +443,12 @@ def test_a_co_like_claim_must_name_the_liked_item(ev: Evidence, vocab: Vocabular
     zh = f"《{ev.title}》有 {n} 位喜欢它的用户也喜欢它。"
     assert any("naming no liked item" in p for p in check(zh, ev, vocab, "zh"))
     # a title that begins with "It" is a title, not "it"
-    it = replace(ev, nearest=(Neighbour("1", "It Could Happen to You (1994)", 0.5),))
+    it_title = "It Could Happen to You (1994)"
+    it = replace(
+        ev,
+        nearest=(Neighbour("1", it_title, 0.5),),
+        collaborative=replace(ev.collaborative, title=it_title),
+    )
     assert check(f"{n} people who liked It Could Happen to You liked it too.", it, vocab) == []
 
 
@@ -548,3 +553,23 @@ def test_the_co_like_count_must_be_the_evidence_count(ev: Evidence, vocab: Vocab
         assert any("people liked both" in p for p in problems), (wrong, problems)
     none = replace(ev, collaborative=None)
     assert any("people liked both" in p for p in check(right, none, vocab))
+
+
+def test_the_co_liked_title_must_be_the_evidence_one(ev: Evidence, vocab: Vocabulary) -> None:
+    c = ev.collaborative
+    assert c is not None
+    other = next(n.title for n in ev.nearest if n.title != c.title).rsplit(" (", 1)[0]
+    liked = c.title.rsplit(" (", 1)[0]
+    head = f"{ev.title} is {ev.genres[0]}, and {c.users} people who liked"
+    assert check(f"{head} {liked} liked it too.", ev, vocab) == []
+    # Qwen Q4_0 shipped "... 51 people who liked Assignment, The Contact liked it too.": the
+    # count was Contact's, and a nearest liked title ran into it
+    wrong = check(f"{head} {other} liked it too.", ev, vocab)
+    assert any("but the evidence says that of" in p for p in wrong), wrong
+    joined = check(f"{head} {other} {liked} liked it too.", ev, vocab)
+    assert any("but the evidence says that of" in p for p in joined), joined
+    genre = ZH_GENRES[ev.genres[0]]
+    zh = f"它属于{genre}类型{ZH_COMMA}有 {c.users} 位喜欢《{other}》的用户也喜欢它。"
+    assert any("but the evidence says that of" in p for p in check(zh, ev, vocab, "zh"))
+    ok_zh = zh.replace(other, liked)
+    assert check(ok_zh, ev, vocab, "zh") == []

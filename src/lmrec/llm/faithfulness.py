@@ -361,11 +361,23 @@ def check_faithfulness(
     if extra := unsupported_words(free, allowed_words, zh_facts):
         shown = ", ".join(f"'{w}'" for w in extra[:5])
         problems.append(f"says what the evidence does not support: {shown}")
-    if (said := _co_like_count(text)) is not None:
+    if (claim := _co_like_claim(text)) is not None:
+        said, end = claim
         c = evidence.collaborative
         if c is None or said != str(c.users):
             want = f"{c.users}" if c is not None else "no such count"
             problems.append(f"says {said!r} people liked both, but the evidence says {want}")
+        # the liked item of the claim: the first title after it, alone
+        after = [m for m in mentions if m.title is not None and m.start >= end]
+        if c is not None and after and after[0].start - end <= 16:
+            first = after[0]
+            if first.key not in title_keys(c.title):
+                problems.append(
+                    f"says people who liked '{first.title}' liked it, but the evidence says "
+                    f"that of '{c.title}'"
+                )
+            elif len(after) > 1 and after[1].start - first.end <= 3:
+                problems.append(f"runs '{first.title}' and '{after[1].title}' together")
     if nameless_co_like(text):
         problems.append("says people who liked 'it' liked it, naming no liked item")
     own = title_keys(evidence.title)
@@ -399,15 +411,16 @@ _CO_LIKE_COUNT = re.compile(
 )
 
 
-def _co_like_count(text: str) -> str | None:
-    """The count a co-like claim states, as digits where it is a number word."""
+def _co_like_claim(text: str) -> tuple[str, int] | None:
+    """The count a co-like claim states (digits where it is a number word), and where the
+    claim's words end."""
     m = _CO_LIKE_COUNT.search(text)
     if m is None:
         return None
     said = (m.group(1) or m.group(2) or "").strip(",.").casefold()
     if _THOUSANDS.fullmatch(said):
         said = said.replace(",", "")
-    return _NUMBER_WORDS.get(said, {"one": "1", "a": "1"}.get(said, said))
+    return _NUMBER_WORDS.get(said, {"one": "1", "a": "1"}.get(said, said)), m.end()
 
 
 #: "Like Hook, ..." / "像《Hook》..." before a title; "《Hook》一样" after it: a comparison.
