@@ -70,10 +70,11 @@ class ServeSettings(BaseSettings):
         description="How much lower the LLM's CPU priority is than list requests' "
         "(Linux nice; 0: the same).",
     )
-    llm_cpus: int = Field(
-        0,
+    llm_cpus: int | None = Field(
+        None,
         ge=0,
-        description="CPUs the LLM process may use, the rest kept for requests (0: all).",
+        description="CPUs the LLM process may use, the rest kept for requests (0: all; "
+        "unset: half of them, at least 1).",
     )
     llm_process: bool = Field(
         True,
