@@ -70,11 +70,10 @@ class ServeSettings(BaseSettings):
         description="How much lower the LLM's CPU priority is than list requests' "
         "(Linux nice; 0: the same).",
     )
-    llm_cpus: int | None = Field(
-        None,
+    llm_cpus: int = Field(
+        0,
         ge=0,
-        description="CPUs the LLM process may use, the rest kept for requests (0: all; "
-        "unset: half of them, at least 1).",
+        description="CPUs the LLM process may use, the rest kept for requests (0: all).",
     )
     llm_process: bool = Field(
         True,
