@@ -52,6 +52,10 @@ def test_a_failing_start_is_a_generation_error() -> None:
     backend = ProcessBackend(BackendConfig(kind="llama-cpp", model="/nonexistent/m.gguf"))
     with pytest.raises(GenerationError, match=r"could not start.*m\.gguf"):
         backend.generate(CHAT)
+    t0 = time.monotonic()  # a bad config fails at once for a while: no child per request
+    with pytest.raises(GenerationError, match=r"could not start.*m\.gguf"):
+        backend.generate(CHAT)
+    assert time.monotonic() - t0 < 0.1 and backend.pid is None
     assert backend.languages is None
     backend.close()
 

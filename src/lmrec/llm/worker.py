@@ -30,6 +30,8 @@ from lmrec.llm.types import Generation, GenerationError, Message
 log = logging.getLogger(__name__)
 #: Seconds a child may take to import and load its model before the first answer.
 START_TIMEOUT_S = 120.0
+#: Seconds after a failed start during which calls fail at once instead of starting again.
+RESTART_BACKOFF_S = 30.0
 
 
 def _child(conn: Connection, config: dict[str, Any], niceness: int, cpus: list[int] | None) -> None:
@@ -102,6 +104,7 @@ class ProcessBackend:
         self._proc: BaseProcess | None = None
         self._conn: Connection | None = None
         self._ready = False
+        self._start_failure: tuple[float, str] | None = None  # when and why a start failed
         self._start()
         self.generate_many = self._generate_many
 
@@ -163,13 +166,23 @@ class ProcessBackend:
 
     def _ensure_ready(self) -> None:
         if self._proc is None:
+            failed = self._start_failure
+            if failed is not None and time.monotonic() - failed[0] < RESTART_BACKOFF_S:
+                raise GenerationError(failed[1])  # no new child per request for a bad config
             self._start()
         if self._ready:
             return
-        reply = self._receive(START_TIMEOUT_S, "while starting")
+        try:
+            reply = self._receive(START_TIMEOUT_S, "while starting")
+        except GenerationError as e:
+            self._start_failure = (time.monotonic(), str(e))
+            raise
         if reply[0] != "ready":
             self._stop()
-            raise GenerationError(f"{self.name}: the LLM process could not start: {reply[1]}")
+            why = f"{self.name}: the LLM process could not start: {reply[1]}"
+            self._start_failure = (time.monotonic(), why)
+            raise GenerationError(why)
+        self._start_failure = None
         _, self.name, languages = reply
         self._languages = tuple(languages) if languages else None
         self._ready = True
