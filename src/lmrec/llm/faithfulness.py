@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -27,7 +27,7 @@ from lmrec.errors import ConfigError
 from lmrec.llm.claims import ZH_GROUPS, evidence_words, nameless_co_like, unsupported_words
 
 if TYPE_CHECKING:  # evidence.py imports the text helpers below
-    from lmrec.llm.evidence import CoLiked, Evidence, Neighbour
+    from lmrec.llm.evidence import Evidence
     from lmrec.rank.attributes import ItemAttributes
 
 Language = Literal["en", "zh"]
@@ -313,6 +313,8 @@ def check_faithfulness(
     Raises:
         ConfigError: For an unsupported language.
     """
+    from lmrec.llm.pairs import co_like_problems, comparison_problems  # it builds on this one
+
     lang = check_language(language)
     text = prepare(draft)
     if not TOKEN.search(text):
@@ -361,30 +363,14 @@ def check_faithfulness(
     if extra := unsupported_words(free, allowed_words, zh_facts):
         shown = ", ".join(f"'{w}'" for w in extra[:5])
         problems.append(f"says what the evidence does not support: {shown}")
-    if (claim := _co_like_claim(text)) is not None:
-        said, end = claim
-        c = evidence.collaborative
-        if c is None or said != str(c.users):
-            want = f"{c.users}" if c is not None else "no such count"
-            problems.append(f"says {said!r} people liked both, but the evidence says {want}")
-        # the liked item of the claim: the first title after it, alone
-        after = [m for m in mentions if m.title is not None and m.start >= end]
-        if c is not None and after and after[0].start - end <= 16:
-            first = after[0]
-            if first.key not in title_keys(c.title):
-                problems.append(
-                    f"says people who liked '{first.title}' liked it, but the evidence says "
-                    f"that of '{c.title}'"
-                )
-            elif len(after) > 1 and after[1].start - first.end <= 3:
-                problems.append(f"runs '{first.title}' and '{after[1].title}' together")
+    problems += co_like_problems(text, mentions, evidence)
     if nameless_co_like(text):
         problems.append("says people who liked 'it' liked it, naming no liked item")
     own = title_keys(evidence.title)
     for m in mentions:  # "Professional is a Drama, and 16 people ..." about another item
         if m.title is not None and m.key not in own and _PREDICATE.match(text, m.end):
             problems.append(f"says what '{m.title}' is, but it is not the recommended item")
-    problems += _comparison_problems(text, mentions, evidence)
+    problems += comparison_problems(text, mentions, evidence)
     plain = facts.difference(titles)  # titles are blanked out of ``rest`` already
     problems += _form_problems(rest, len([m for m in mentions if m.title]), lang, plain)
     # a sentence that names no fact says nothing the evidence supports ("a great movie")
@@ -401,65 +387,6 @@ _PREDICATE = re.compile(
     r"(?:(?:is|was|are|were)\b|\u662f|\u5c5e\u4e8e)",
     re.I,
 )
-
-
-#: "30 people who liked ...", "one person who ...", "有 30 位喜欢": the co-like count as said.
-_CO_LIKE_COUNT = re.compile(
-    r"(\S+)\s+(?:other\s+)?(?:people|persons?|users?|viewers?|fans?)\s+who\b"
-    r"|\u6709\s*(\S+?)\s*(?:\u4f4d|\u540d)[^\u3002\uff0c]*?\u559c\u6b22",
-    re.I,
-)
-
-
-def _co_like_claim(text: str) -> tuple[str, int] | None:
-    """The count a co-like claim states (digits where it is a number word), and where the
-    claim's words end."""
-    m = _CO_LIKE_COUNT.search(text)
-    if m is None:
-        return None
-    said = (m.group(1) or m.group(2) or "").strip(",.").casefold()
-    if _THOUSANDS.fullmatch(said):
-        said = said.replace(",", "")
-    return _NUMBER_WORDS.get(said, {"one": "1", "a": "1"}.get(said, said)), m.end()
-
-
-#: "Like Hook, ..." / "像《Hook》..." before a title; "《Hook》一样" after it: a comparison.
-_LIKE_BEFORE = re.compile(r"(?:\blike|\u50cf|\u5982\u540c)\s*[\u300a\"']?\s*$", re.I)
-_SAME_AFTER = re.compile(r"[\s\u300b\"'\)]*(?:\(\d{4}\)\s*)?\u300b?\s*\u4e00\u6837")
-
-
-def _comparison_problems(text: str, mentions: Sequence[Mention], evidence: Evidence) -> list[str]:
-    """Genres a sentence attributes to a liked title it compares the item with, where that
-    title does not have them ("Like Star Wars, it is a Romance" when Star Wars is not)."""
-    liked: dict[str, tuple[str, ...]] = {}
-    items: list[Neighbour | CoLiked] = list(evidence.nearest)
-    if evidence.collaborative is not None:
-        items.append(evidence.collaborative)
-    for n in items:
-        for key in title_keys(n.title):
-            liked.setdefault(key, n.common_genres)
-    low = normalize(text)
-
-    def says(word: str) -> bool:
-        return re.search(rf"(?<!\w){re.escape(normalize(word))}(?!\w)", low) is not None
-
-    named = [
-        g
-        for g in evidence.genres
-        if says(g)
-        or any(says(w) for w, v in GENRE_SYNONYMS.items() if v == g)
-        or (g in ZH_GENRES and ZH_GENRES[g] in text)
-    ]
-    out = []
-    for m in mentions:
-        if m.title is None or m.key not in liked:
-            continue
-        if not (_LIKE_BEFORE.search(text, 0, m.start) or _SAME_AFTER.match(text, m.end)):
-            continue
-        for g in dict.fromkeys(named):
-            if g not in liked[m.key]:
-                out.append(f"compares it with '{m.title}' on '{g}', which '{m.title}' is not")
-    return out
 
 
 def _stray_year(text: str, titles: Iterable[str]) -> bool:
