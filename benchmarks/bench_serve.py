@@ -19,7 +19,8 @@ process, bounded in request count and time:
    a packaged model such as ``smollm2-135m``); one fresh server per ``--llm-runs`` entry:
    where the local model runs (``process``: its own process, the default; ``thread``: a
    thread of the server's), how much lower its CPU priority is (nice) and, for a process,
-   how many CPUs it may use, e.g. ``thread:10`` or ``process:10:1``.
+   how many CPUs it may use, e.g. ``thread:10`` or ``process:10:1``; NICE ``idle`` runs the
+   LLM process under Linux's ``SCHED_IDLE`` policy (``process:idle``).
 
     python benchmarks/bench_serve.py [--model DIR] [--rate 100] [--seconds 30]
         [--explain] [--llm-backend template] [--llm-runs thread:10,process:10]
@@ -79,6 +80,7 @@ def start_server(
     llm_nice: int = 10,
     llm_process: bool = True,
     llm_cpus: int = 0,
+    llm_idle: bool = False,
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [sys.executable, "-m", "lmrec.cli", "serve", "--model", str(model)]
@@ -89,6 +91,7 @@ def start_server(
     env["LMREC_LLM_NICE"] = str(llm_nice)
     env["LMREC_LLM_PROCESS"] = "true" if llm_process else "false"
     env["LMREC_LLM_CPUS"] = str(llm_cpus)
+    env["LMREC_LLM_IDLE"] = "true" if llm_idle else "false"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)
     url = f"http://127.0.0.1:{port}"
     import httpx
@@ -261,7 +264,7 @@ def main() -> None:
         help="With --explain, one server each: comma-separated WHERE:NICE[:CPUS], WHERE one "
         "of process (the LLM in its own process) or thread (on a thread of the server's), NICE "
         "how much lower the LLM's CPU priority is, CPUS how many CPUs the LLM process may use "
-        "(0: all; e.g. thread:10,process:10,process:10:1)",
+        "(0: all; e.g. thread:10,process:10,process:10:1); NICE idle: SCHED_IDLE (process:idle)",
     )
     ap.add_argument("--append-results", action="store_true")
     args = ap.parse_args()
@@ -313,13 +316,17 @@ def main() -> None:
     explain_runs: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     for run in args.llm_runs.split(",") if args.explain else []:
         where, nice_text, cpus_text = ([*run.split(":"), "0"])[:3]
+        idle = where == "process" and nice_text == "idle"
+        nice_text = "0" if idle else nice_text
         if where not in ("process", "thread") or not (nice_text + cpus_text).isdigit():
             raise SystemExit(
                 f"--llm-runs: expected process:NICE[:CPUS] or thread:NICE, got {run!r}"
             )
         nice, cpus = int(nice_text), int(cpus_text)
         # a fresh server per run: the LLM's priority is set when it starts
-        proc, url = start_server(served, db, args.llm_backend, nice, where == "process", cpus)
+        proc, url = start_server(
+            served, db, args.llm_backend, nice, where == "process", cpus, idle
+        )
         try:
             run_child("rate", url, list_paths[:200], args.rate, limit)
             ctx = get_context("spawn")
@@ -333,7 +340,8 @@ def main() -> None:
             explainer.join(timeout=10)
             log(f"{run}: lists during explanations: {during}; explanations: {explained}")
             label = "LLM in its own process" if where == "process" else "LLM on a server thread"
-            label += f", nice {nice}" + (f", on {cpus} CPU" if cpus else "")
+            label += ", SCHED_IDLE" if idle else f", nice {nice}"
+            label += f", on {cpus} CPU" if cpus else ""
             explain_runs.append((label, during, explained))
         finally:
             proc.terminate()

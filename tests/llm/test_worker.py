@@ -110,3 +110,19 @@ def test_the_child_can_be_kept_to_fewer_cpus() -> None:
     every = ProcessBackend(BackendConfig(kind="template"), cpus=len(mine))
     assert every.cpus is None  # as many as there are: no restriction
     every.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="needs Linux's SCHED_IDLE")
+def test_the_child_can_run_under_sched_idle() -> None:
+    backend = ProcessBackend(
+        BackendConfig(kind="llama-cpp", model="smollm2-135m", timeout_s=60, n_ctx=1024),
+        idle=True,
+    )
+    assert backend.generate(CHAT, max_tokens=4).text.strip()
+    pid = backend.pid
+    assert pid is not None
+    tasks = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    assert len(tasks) >= 2  # llama.cpp's threads inherit the policy
+    assert {os.sched_getscheduler(t) for t in tasks} == {os.SCHED_IDLE}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller keeps its own
+    backend.close()

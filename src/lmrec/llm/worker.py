@@ -34,10 +34,17 @@ START_TIMEOUT_S = 120.0
 RESTART_BACKOFF_S = 30.0
 
 
-def _child(conn: Connection, config: dict[str, Any], niceness: int, cpus: list[int] | None) -> None:
+def _child(
+    conn: Connection, config: dict[str, Any], niceness: int, cpus: list[int] | None, idle: bool
+) -> None:
     """Child-process entry: lower the priority, build the backend, answer calls until EOF."""
     # Ctrl-C reaches the whole process group: the parent decides when the child stops
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if idle and hasattr(os, "SCHED_IDLE"):
+        # below every nice level: a waking request thread preempts the model's threads at
+        # once instead of waiting out their time slice (llama.cpp's threads inherit it)
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     if niceness > 0 and hasattr(os, "nice"):
         # a sandbox that forbids it: answer at normal priority
         with contextlib.suppress(OSError):
@@ -83,6 +90,8 @@ class ProcessBackend:
     Args:
         config: What to build in the child (`lmrec.llm.backends.BackendConfig`).
         niceness: How much lower than the caller's the child's CPU priority is (0-19).
+        idle: Run the child under Linux's ``SCHED_IDLE`` policy: it gets a CPU only when
+            no normal thread wants one (niceness then no longer matters).
         cpus: How many CPUs the child may run on (the last ones of the caller's; its model
             then uses that many threads); 0: all of them.
         deadline_s: Most seconds one call may take, start-up excluded, before the child is
@@ -91,10 +100,15 @@ class ProcessBackend:
     """
 
     def __init__(
-        self, config: Any, niceness: int = 10, deadline_s: float | None = None, cpus: int = 0
+        self,
+        config: Any,
+        niceness: int = 10,
+        deadline_s: float | None = None,
+        cpus: int = 0,
+        idle: bool = False,
     ) -> None:
         self.config = config
-        self.niceness = niceness
+        self.niceness, self.idle = niceness, idle
         mine = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         self.cpus: list[int] | None = mine[-cpus:] if 0 < cpus < len(mine) else None
         self.deadline_s = deadline_s or config.timeout_s * (config.retries + 1) * 4
@@ -127,7 +141,7 @@ class ProcessBackend:
         parent, child = ctx.Pipe()
         self._proc = ctx.Process(
             target=_child,
-            args=(child, self.config.model_dump(), self.niceness, self.cpus),
+            args=(child, self.config.model_dump(), self.niceness, self.cpus, self.idle),
             name="lmrec-llm",
             daemon=True,
         )

@@ -227,7 +227,9 @@ def _llm_backend(settings: ServeSettings) -> Any:
         # its own process: no interpreter lock shared with the list handlers
         from lmrec.llm.worker import ProcessBackend
 
-        return ProcessBackend(config, settings.llm_nice, cpus=settings.llm_cpus)
+        return ProcessBackend(
+            config, settings.llm_nice, cpus=settings.llm_cpus, idle=settings.llm_idle
+        )
     backend = make_backend(config)
     if settings.llm_nice > 0 and settings.llm_backend != "template":
         from lmrec.serve.llm_thread import NicedBackend

@@ -75,6 +75,11 @@ class ServeSettings(BaseSettings):
         ge=0,
         description="CPUs the LLM process may use, the rest kept for requests (0: all).",
     )
+    llm_idle: bool = Field(
+        False,
+        description="Run the LLM process under SCHED_IDLE (Linux): CPU only when requests "
+        "leave it idle.",
+    )
     llm_process: bool = Field(
         True,
         description="Run a local model in its own process (else on a thread of the server's).",

@@ -13,7 +13,6 @@ with ``synchronous=FULL`` in WAL mode, so an acknowledged batch survives a crash
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -26,11 +25,19 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Connection, Engine, Row, make_url
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.pool import StaticPool
 
-from lmrec.errors import ConfigError, InputError, LmrecError
+from lmrec.errors import InputError
 from lmrec.serve import tables as t
+from lmrec.serve.engine import (
+    WRITE_OPTION,
+    StoreConfigError,
+    StoreError,
+    install_sqlite_hooks,
+    is_memory,
+    parse_url,
+)
 from lmrec.serve.records import (
     EVENT_TYPES,
     EventRecord,
@@ -62,75 +69,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _PG_WRITE_LOCK = 0x6C6D726563  # "lmrec"
 #: Rows per IN (...) list, well under SQLite's and PostgreSQL's bound-parameter limits.
 _IN_CHUNK = 1000
-_WRITE_OPTION = "lmrec_write"
 #: alembic's `context` is one module-global proxy: two upgrades in one process at a time
 #: (say two Stores on different databases) would run on each other's connections.
 _MIGRATE_LOCK = threading.Lock()
-
-
-class StoreError(LmrecError):
-    """The database could not be reached or refused an operation."""
-
-
-class StoreConfigError(StoreError, ConfigError):
-    """A malformed or unsupported database URL (also a `ConfigError`, like other bad options)."""
-
-
-def _mask_unparsed(url: str) -> str:
-    """Hide a password in a string that `make_url` could not parse."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
-def _parse_url(url: str) -> URL:
-    """Check a database URL and pin the driver lmrec is tested with."""
-    example = "e.g. sqlite:///var/lmrec.db or postgresql://user:password@host:5432/lmrec"
-    if not isinstance(url, str) or not url.strip():
-        raise StoreConfigError(f"empty database URL; expected {example}")
-    try:
-        parsed = make_url(url)
-    except (sa_exc.ArgumentError, ValueError) as e:
-        raise StoreConfigError(
-            f"malformed database URL {_mask_unparsed(url)!r} ({e}); expected {example}"
-        ) from None
-    shown = parsed.render_as_string(hide_password=True)
-    backend, driver = parsed.get_backend_name(), parsed.drivername.partition("+")[2]
-    if backend == "sqlite" and driver in ("", "pysqlite"):
-        return parsed
-    if backend in ("postgresql", "postgres") and driver in ("", "psycopg"):
-        return parsed.set(drivername="postgresql+psycopg")
-    raise StoreConfigError(
-        f"unsupported database URL {shown!r}: lmrec stores data in SQLite (sqlite://) or "
-        f"PostgreSQL through psycopg 3 (postgresql:// or postgresql+psycopg://); {example}"
-    )
-
-
-def _is_memory(url: URL) -> bool:
-    return url.database in (None, "", ":memory:") or "mode=memory" in str(url.database)
-
-
-def _install_sqlite_hooks(engine: Engine) -> None:
-    """Pragmas on every new connection, and explicit BEGINs that lmrec controls."""
-
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" event below issue BEGIN instead of the sqlite3 module,
-        # which would start transactions late (at the first write) and only before DML.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA busy_timeout=5000")  # first: the others may need the lock
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-            cursor.execute("PRAGMA synchronous=FULL")  # NORMAL may lose commits on power loss
-            cursor.execute("PRAGMA foreign_keys=ON")
-        finally:
-            cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        # IMMEDIATE takes the write lock now, so a second writer waits in busy_timeout
-        # instead of failing with SQLITE_BUSY when a read lock cannot be upgraded.
-        write = connection.get_execution_options().get(_WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 class Store:
@@ -147,12 +88,12 @@ class Store:
     """
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
-        self._url = _parse_url(url)
+        self._url = parse_url(url)
         self._lock: AbstractContextManager[Any] = nullcontext()
         kwargs: dict[str, Any] = {}
         if self._url.get_backend_name() == "sqlite":
             kwargs["connect_args"] = {"check_same_thread": False}
-            if _is_memory(self._url):
+            if is_memory(self._url):
                 # One shared connection keeps the one in-memory database alive; the lock
                 # stops threads from interleaving statements of their transactions on it.
                 kwargs["poolclass"] = StaticPool
@@ -167,7 +108,7 @@ class Store:
             kwargs["pool_pre_ping"] = True  # survive a database restart between requests
         self._engine = sa.create_engine(self._url, **kwargs)
         if self.dialect == "sqlite":
-            _install_sqlite_hooks(self._engine)
+            install_sqlite_hooks(self._engine)
         if migrate:
             try:
                 self.migrate()
@@ -211,7 +152,7 @@ class Store:
             try:
                 with self._engine.connect() as conn:
                     if write:
-                        conn.execution_options(**{_WRITE_OPTION: True})
+                        conn.execution_options(**{WRITE_OPTION: True})
                     with conn.begin():
                         if write and self.dialect == "postgresql":
                             conn.execute(
