@@ -324,9 +324,7 @@ def main() -> None:
             )
         nice, cpus = int(nice_text), int(cpus_text)
         # a fresh server per run: the LLM's priority is set when it starts
-        proc, url = start_server(
-            served, db, args.llm_backend, nice, where == "process", cpus, idle
-        )
+        proc, url = start_server(served, db, args.llm_backend, nice, where == "process", cpus, idle)
         try:
             run_child("rate", url, list_paths[:200], args.rate, limit)
             ctx = get_context("spawn")
