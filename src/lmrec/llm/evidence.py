@@ -319,6 +319,11 @@ class EvidenceBuilder:
             for j, c in enumerate(cand)
         ]
 
+    def _attrs_of(self, i: int) -> np.ndarray:
+        # the CSR arrays directly: a scipy row slice costs ~0.2 ms, many per explained list
+        a = self.attrs
+        return a.indices[a.indptr[i] : a.indptr[i + 1]]
+
     def _one(
         self,
         user_id: str | None,
@@ -330,12 +335,12 @@ class EvidenceBuilder:
         words: list[str],
     ) -> Evidence:
         others = hist != c  # the item itself is no evidence for itself
-        own = [int(a) for a in self.attrs[c].indices if self.readable[a]]
+        own = [int(a) for a in self._attrs_of(c) if self.readable[a]]
         own_genres = [a for a in own if self.groups[a] in GENRE_GROUPS]
 
         def common(h: int) -> tuple[str, ...]:
             """The recommended item's genres that history item ``h`` has too."""
-            theirs = set(self.attrs[h].indices.tolist())
+            theirs = set(self._attrs_of(h).tolist())
             return tuple(self.values[a] for a in own_genres if a in theirs)
 
         held = counts[own] - (0 if others.all() else 1)

@@ -18,6 +18,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
@@ -52,6 +53,7 @@ _ARTICLE_TEXT = "the a an la le les l il el der die das det los las"
 _ARTICLES = frozenset(_ARTICLE_TEXT.split())
 
 
+@lru_cache(maxsize=1 << 16)
 def prepare(text: str) -> str:
     """NFKC (full-width digits, compatibility forms) with Latin accents removed."""
     decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text))
@@ -67,6 +69,7 @@ def tokens(text: str) -> list[str]:
     return [m.group(0).casefold() for m in TOKEN.finditer(prepare(text))]
 
 
+@lru_cache(maxsize=1 << 16)
 def normalize(text: str) -> str:
     """``text`` as space-joined casefolded tokens: the form names are compared in."""
     return " ".join(tokens(text))
@@ -87,9 +90,11 @@ def title_variants(title: str) -> list[str]:
     return list(dict.fromkeys(v for v in out if v.strip()))
 
 
-def title_keys(title: str) -> set[str]:
+@lru_cache(maxsize=1 << 14)
+def title_keys(title: str) -> frozenset[str]:
     """Normalised forms of `title_variants` (what a title mention is matched against)."""
-    return {k for v in title_variants(title) if (k := normalize(v))}
+    # cached: every check looks up the evidence's titles and the catalog's again
+    return frozenset(k for v in title_variants(title) if (k := normalize(v)))
 
 
 def display_title(title: str, year: object) -> str:
