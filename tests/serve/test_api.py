@@ -329,5 +329,7 @@ def test_a_local_llm_explains_from_its_own_process_stopped_at_shutdown(
         assert pid is not None and pid != os.getpid()
         mine = os.getpriority(os.PRIO_PROCESS, 0)
         assert os.getpriority(os.PRIO_PROCESS, pid) == min(mine + 10, 19)  # llm_nice default
+        if hasattr(os, "SCHED_IDLE"):  # llm_idle is off by default
+            assert os.sched_getscheduler(pid) == os.SCHED_OTHER
         assert os.sched_getaffinity(pid) == os.sched_getaffinity(0)  # llm_cpus 0: every CPU
     assert llm.pid is None and not os.path.exists(f"/proc/{pid}/status")  # stopped with it

@@ -78,7 +78,7 @@ class ServeSettings(BaseSettings):
     llm_idle: bool = Field(
         False,
         description="Run the LLM process under SCHED_IDLE (Linux): CPU only when requests "
-        "leave it idle.",
+        "leave it idle (then llm_nice does not matter).",
     )
     llm_process: bool = Field(
         True,
