@@ -26,16 +26,18 @@ def test_ndcg_counts_relevant_items_outside_the_candidates() -> None:
     assert half == pytest.approx(1.0 / (1.0 + 1.0 / np.log2(3)))
 
 
-def test_lambdarank_learns_and_round_trips() -> None:
+@pytest.mark.parametrize("objective", ["lambdarank", "rank_xendcg"])
+def test_ranker_learns_and_round_trips(objective: str) -> None:
     x, sizes, y = _groups()
     vx, vs, vy = _groups(seed=1)
-    cfg = LGBMConfig(n_estimators=200, min_child_samples=5, num_threads=1)
+    cfg = LGBMConfig(n_estimators=200, min_child_samples=5, num_threads=1, objective=objective)
     ranker = LGBMRanker(cfg).fit(x, sizes, y, (vx, vs, vy))
     n_rel = np.add.reduceat(vy, np.r_[0, np.cumsum(vs)[:-1]])
     learned = ndcg_at(ranker.predict(vx), vs, vy, n_rel, 10)
     noise = ndcg_at(vx[:, 3], vs, vy, n_rel, 10)
     assert learned > noise + 0.3
     assert 0 < ranker.fitted_params()["n_estimators"] <= 200
+    assert f"objective={objective}" in ranker.to_string()
     again = LGBMRanker.from_string(cfg, ranker.to_string())
     np.testing.assert_allclose(again.predict(vx), ranker.predict(vx))
     with pytest.raises(InputError, match="disagree"):
