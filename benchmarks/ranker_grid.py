@@ -28,12 +28,12 @@ from lmrec.models.fusion import FusionRecommender
 from lmrec.rank.lgbm import LGBMConfig, LGBMRanker, ndcg_at
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_GRID = [
+DEFAULT_GRID = [  # the config as it is, then one change at a time
     "{}",
-    '{"objective": "rank_xendcg"}',
+    '{"objective": "lambdarank"}',
+    '{"objective": "lambdarank", "lambdarank_truncation_level": 10}',
     '{"num_leaves": 31}',
-    '{"num_leaves": 63, "min_child_samples": 100}',
-    '{"lambdarank_truncation_level": 10}',
+    '{"num_leaves": 7}',
     '{"feature_fraction": 0.5}',
     '{"min_child_samples": 50}',
 ]
