@@ -28,6 +28,7 @@ from lmrec.llm.explain import (
     Vocabulary,
     catalog_vocabulary,
     check_faithfulness,
+    drop_stray_articles,
     explain,
     explain_list,
     explain_messages,
@@ -573,3 +574,21 @@ def test_the_co_liked_title_must_be_the_evidence_one(ev: Evidence, vocab: Vocabu
     assert any("but the evidence says that of" in p for p in check(zh, ev, vocab, "zh"))
     ok_zh = zh.replace(other, liked)
     assert check(ok_zh, ev, vocab, "zh") == []
+
+
+def test_an_article_added_to_a_title_is_dropped(ev: Evidence, vocab: Vocabulary) -> None:
+    c = ev.collaborative
+    assert c is not None
+    liked = c.title.rsplit(" (", 1)[0]
+    assert not liked.lower().startswith(("the ", "a ", "an "))
+    head = f"{ev.title} is {ev.genres[0]}, and {c.users} people who liked"
+    # Qwen Q4_0 wrote "... 14 people who liked The Braveheart liked it too."
+    out = explain(ev, FixedBackend(f"{head} The {liked} liked it too."), "en", vocab)
+    assert (out.source, out.text) == ("llm", f"{head} {liked} liked it too.")
+    assert out.draft == f"{head} The {liked} liked it too."  # the reply as it came
+    # a title whose article belongs to it keeps it, in either spelling
+    godfather = replace(ev, collaborative=replace(c, title="Godfather, The (1972)"))
+    for text in (f"{head} The Godfather liked it too.", f"{head} the Godfather liked it too."):
+        assert drop_stray_articles(text, godfather, vocab) == text
+    start = f"The {liked} was liked by {c.users} people who liked it too."
+    assert drop_stray_articles(start, ev, vocab) == start[4:]

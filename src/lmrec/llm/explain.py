@@ -26,6 +26,8 @@ from lmrec.llm.faithfulness import (
     catalog_vocabulary,
     check_faithfulness,
     check_language,
+    prepare,
+    title_keys,
 )
 from lmrec.llm.prompts import DATA_CLOSE, DATA_OPEN, data_block
 from lmrec.llm.types import Backend, Generation, GenerationError, Message, generate_many
@@ -280,6 +282,30 @@ def parse_draft(text: str) -> tuple[str, str | None]:
     return s, "the reply is JSON without a text field"
 
 
+_STRAY_ARTICLES = ("the", "a", "an")
+
+
+def drop_stray_articles(draft: str, evidence: Evidence, vocabulary: Vocabulary) -> str:
+    """``draft`` without an article the model put before a title that has none.
+
+    Small models write "people who liked The Braveheart" for *Braveheart*: not a false
+    claim, but not the title as given either. The article goes; the rest is still checked.
+    """
+    if prepare(draft) != draft:  # spans below index the prepared text
+        return draft
+    toks, mentions = vocabulary.scan(draft, evidence.titles())
+    out, cut = [], 0
+    for m in mentions:
+        if m.title is None or m.first == 0:
+            continue
+        article = toks[m.first - 1]
+        word = article.group(0).casefold()
+        if word in _STRAY_ARTICLES and f"{word} {m.key}" not in title_keys(m.title):
+            out.append(draft[cut : article.start()])
+            cut = m.start
+    return "".join(out) + draft[cut:] if out else draft
+
+
 def explain(
     evidence: Evidence, backend: Backend | None, language: str, vocabulary: Vocabulary
 ) -> Explanation:
@@ -335,6 +361,8 @@ def judge_draft(
     draft, problem = parse_draft(generation.text)
     if problem is None and not draft:
         return ship_template(generation.text, [], name)  # blank: "use the template"
+    if problem is None and lang == "en":
+        draft = drop_stray_articles(draft, evidence, vocabulary)
     problems = [problem] if problem else check_faithfulness(draft, evidence, vocabulary, lang)
     if problems:
         return ship_template(generation.text, problems, name)
@@ -395,6 +423,7 @@ __all__ = [
     "catalog_vocabulary",
     "check_faithfulness",
     "data_block",
+    "drop_stray_articles",
     "explain",
     "explain_list",
     "explain_messages",
