@@ -25,7 +25,7 @@ from common import append_results, log, machine_info, markdown_table
 from lmrec.data.fetch import load_builtin
 from lmrec.data.splits import make_split
 from lmrec.models.fusion import FusionRecommender
-from lmrec.rank.lgbm import LGBMConfig, LGBMRanker, ndcg_at
+from lmrec.rank.lgbm import LGBMConfig, LGBMRanker, groups_with_positives, ndcg_at
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GRID = [  # the config as it is, then one change at a time
@@ -55,9 +55,7 @@ def ranker_rows(
     model.fit(split.train, valid=split.valid)
     log(f"pipeline fitted in {time.perf_counter() - t0:.0f} s")
     train, valid = model.rows["train"], model.rows["valid"]
-    # as the fusion does: groups without a positive teach a ranking loss nothing
-    has_pos = np.add.reduceat(train["y"], np.r_[0, np.cumsum(train["sizes"])[:-1]]) > 0
-    rows = np.repeat(has_pos, train["sizes"])
+    has_pos, rows = groups_with_positives(train["sizes"], train["y"])  # as the fusion trains
     kept = {"x": train["x"][rows], "y": train["y"][rows], "sizes": train["sizes"][has_pos]}
     return lgbm, kept, valid
 

@@ -36,7 +36,7 @@ from lmrec.rank.attributes import ItemAttributes
 from lmrec.rank.features import FeatureBuilder
 from lmrec.rank.fusion_config import FusionConfig
 from lmrec.rank.holdout import holdout_parts
-from lmrec.rank.lgbm import LGBMConfig, LGBMRanker, LGBMRating, ndcg_at
+from lmrec.rank.lgbm import LGBMConfig, LGBMRanker, LGBMRating, groups_with_positives, ndcg_at
 from lmrec.rank.mtl import MultiTaskRanker
 from lmrec.rank.sources import CandidateBlock, CandidateSources
 
@@ -185,9 +185,7 @@ class FusionRecommender(Recommender):
         self, train: dict[str, np.ndarray], valid: dict[str, np.ndarray] | None
     ) -> None:
         cfg = self.config
-        # LambdaRank and the listwise loss learn nothing from groups without a positive
-        has_pos = np.add.reduceat(train["y"], np.r_[0, np.cumsum(train["sizes"])[:-1]]) > 0
-        rows = np.repeat(has_pos, train["sizes"])
+        has_pos, rows = groups_with_positives(train["sizes"], train["y"])
         tx, ty, tr = train["x"][rows], train["y"][rows], train["rating"][rows]
         tsz = train["sizes"][has_pos]
         vtuple = (valid["x"], valid["sizes"], valid["y"]) if valid is not None else None

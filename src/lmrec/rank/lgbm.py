@@ -65,6 +65,15 @@ def ndcg_at(
     return float(np.mean(out)) if out else 0.0
 
 
+def groups_with_positives(sizes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which groups hold a positive row, per group and per row.
+
+    A ranking loss learns nothing from a group without a positive, so rankers train without.
+    """
+    has_pos = np.add.reduceat(labels, np.r_[0, np.cumsum(sizes)[:-1]]) > 0
+    return has_pos, np.repeat(has_pos, sizes)
+
+
 class LGBMRanker:
     """A ranking loss on per-user candidate groups; rounds by CV, validation or fixed."""
 
