@@ -86,7 +86,7 @@ def finetune_encoder(
     import torch.nn.functional as F
     from sentence_transformers import SentenceTransformer
 
-    from lmrec.models.torch_utils import TorchAdam, torch_threads
+    from lmrec.models.torch_utils import TorchAdam, seeded_training
 
     cfg = cfg or FinetuneConfig()
     set_offline()
@@ -99,8 +99,7 @@ def finetune_encoder(
         features = model.tokenize(batch)
         return F.normalize(model(features)["sentence_embedding"], dim=-1)
 
-    with torch_threads(resolve_threads(threads)), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+    with seeded_training(resolve_threads(threads), cfg.seed):
         model.train()
         steps = [
             (epoch, start)

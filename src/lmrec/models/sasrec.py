@@ -33,7 +33,7 @@ from lmrec.data.schema import Dataset
 from lmrec.models.base import ModelConfig, NotFittedError, Recommender, register
 from lmrec.models.early_stopping import EarlyStopping, validation_ndcg
 from lmrec.models.sequences import chronological, last_items, training_windows
-from lmrec.models.torch_utils import TorchAdam, torch_threads
+from lmrec.models.torch_utils import TorchAdam, seeded_training
 
 if TYPE_CHECKING:
     import torch
@@ -207,8 +207,7 @@ class SASRec(Recommender):
         self.sequences = last_items(indptr, seq, c.max_len, n_items)
         stride = c.stride or max(1, c.max_len // 5)
         inputs, targets = training_windows(indptr, seq, c.max_len, n_items, stride)
-        with torch_threads(c.num_threads), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c.seed)
+        with seeded_training(c.num_threads, c.seed):
             self._train(
                 torch.from_numpy(inputs), torch.from_numpy(targets), np.random.default_rng(c.seed)
             )

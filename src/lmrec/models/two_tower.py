@@ -51,7 +51,7 @@ from lmrec.models.catalog_text import (
 )
 from lmrec.models.early_stopping import EarlyStopping, validation_ndcg
 from lmrec.models.topk import user_batch_size
-from lmrec.models.torch_utils import TorchAdam, torch_threads
+from lmrec.models.torch_utils import TorchAdam, seeded_training
 
 if TYPE_CHECKING:
     import torch
@@ -194,16 +194,13 @@ class TwoTower(TextItems, Recommender):
 
     # -- training ------------------------------------------------------------------------
     def _fit(self, matrix: sp.csr_matrix, dataset: Dataset) -> None:
-        import torch
-
         c = self.config
         self.encoder_dir = None
         if c.finetune is not None:
             self._finetune(dataset)
         self.text_vectors = self.embed_items(dataset)
         self.warm = np.asarray(matrix.sum(axis=0)).ravel() > 0
-        with torch_threads(c.num_threads), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c.seed)
+        with seeded_training(c.num_threads, c.seed):
             self._train(matrix, np.random.default_rng(c.seed))
 
     def _train(self, matrix: sp.csr_matrix, rng: np.random.Generator) -> None:

@@ -35,7 +35,7 @@ from pydantic import Field, ValidationError
 from lmrec.errors import ConfigError, InputError
 from lmrec.models.base import ModelConfig, NotFittedError
 from lmrec.models.early_stopping import EarlyStopping
-from lmrec.models.torch_utils import TorchAdam, torch_threads
+from lmrec.models.torch_utils import TorchAdam, seeded_training
 
 if TYPE_CHECKING:
     import torch
@@ -224,11 +224,8 @@ class MultiTaskRanker:
         z = self._inputs(x)
         target = np.where(n_pos[gid] > 0, rel / np.maximum(n_pos[gid], 1), 0.0)
         rz = np.full(len(x), np.nan) if rat is None else (rat - self._rating[0]) / self._rating[1]
-        import torch
-
         c = self.config
-        with torch_threads(c.num_threads), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c.seed)
+        with seeded_training(c.num_threads, c.seed):
             weights = self._train(z, sizes, target, n_pos > 0, rz, val)
         self._set_arrays({**self._arrays_or_fail(), **weights})
         return self
