@@ -21,6 +21,9 @@ process, bounded in request count and time:
    thread of the server's), how much lower its CPU priority is (nice) and, for a process,
    how many CPUs it may use, e.g. ``thread:10`` or ``process:10:1``; NICE ``idle`` runs the
    LLM process under Linux's ``SCHED_IDLE`` policy (``process:idle``).
+   With a model as ``--llm-backend``, the lists are first measured on a server without one
+   (``template``): the reference for the model-loaded server's lists, whose explanations
+   are lazy (nobody fetches them during step 1).
 
     python benchmarks/bench_serve.py [--model DIR] [--rate 100] [--seconds 30]
         [--explain] [--llm-backend template] [--llm-runs thread:10,process:10]
@@ -291,9 +294,20 @@ def main() -> None:
         f"/users/{'new-' + str(j) if c else users[j]}/recommendations?k=10"
         for j, c in zip(pick, cold, strict=True)
     ]
+    limit = args.seconds * 3 + 60
+    no_llm: dict[str, Any] | None = None
+    if args.explain and args.llm_backend != "template":
+        # the reference for "lists unchanged when explanations are lazy": no model loaded
+        proc, url = start_server(served, db, "template")
+        try:
+            run_child("rate", url, list_paths[:200], args.rate, limit)
+            no_llm = run_child("rate", url, list_paths, args.rate, limit)
+            log(f"lists, server without an LLM: {no_llm}")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
     proc, url = start_server(served, db, args.llm_backend)
     try:
-        limit = args.seconds * 3 + 60
         log(f"warm-up, then {n} list requests at {args.rate:g}/s")
         run_child("rate", url, list_paths[:200], args.rate, limit)
         lists = run_child("rate", url, list_paths, args.rate, limit)
@@ -357,9 +371,10 @@ def main() -> None:
         "lists_after_events": after,
     }
     (OUT / "results.json").write_text(json.dumps(result, indent=2))
+    lazy = f", {args.llm_backend} loaded, explanations lazy, none fetched" if no_llm else ""
     rows = [
         [
-            f"GET recommendations k=10 @ {args.rate:g}/s",
+            f"GET recommendations k=10 @ {args.rate:g}/s{lazy}",
             f"{lists['p50_ms']:.1f}",
             f"{lists['p99_ms']:.1f}",
             f"{lists['p99_ms'] / health['p99_ms']:.2f}x",
@@ -383,9 +398,22 @@ def main() -> None:
             sum(health["errors"].values()),
         ],
     ]
+    if no_llm is not None:
+        result["lists_without_llm"] = no_llm
+        rows.insert(
+            0,
+            [
+                f"GET recommendations k=10 @ {args.rate:g}/s, server without an LLM (reference)",
+                f"{no_llm['p50_ms']:.1f}",
+                f"{no_llm['p99_ms']:.1f}",
+                f"{no_llm['p99_ms'] / health['p99_ms']:.2f}x",
+                f"{no_llm['achieved_rps']:.0f}/s",
+                sum(no_llm["errors"].values()),
+            ],
+        )
     for j, (label, during, explained) in enumerate(explain_runs):
         rows.insert(
-            2 + j,
+            2 + (no_llm is not None) + j,
             [
                 f"same, while another client fetches explanations ({args.llm_backend}, {label})",
                 f"{during['p50_ms']:.1f}",
