@@ -371,60 +371,33 @@ def main() -> None:
         "lists_after_events": after,
     }
     (OUT / "results.json").write_text(json.dumps(result, indent=2))
-    lazy = f", {args.llm_backend} loaded, explanations lazy, none fetched" if no_llm else ""
-    rows = [
-        [
-            f"GET recommendations k=10 @ {args.rate:g}/s{lazy}",
-            f"{lists['p50_ms']:.1f}",
-            f"{lists['p99_ms']:.1f}",
-            f"{lists['p99_ms'] / health['p99_ms']:.2f}x",
-            f"{lists['achieved_rps']:.0f}/s",
-            sum(lists["errors"].values()),
-        ],
-        [
-            f"same, after {args.events:,} events ingested",
-            f"{after['p50_ms']:.1f}",
-            f"{after['p99_ms']:.1f}",
-            f"{after['p99_ms'] / health['p99_ms']:.2f}x",
-            f"{after['achieved_rps']:.0f}/s",
-            sum(after["errors"].values()),
-        ],
-        [
-            f"GET /health @ {args.rate:g}/s (baseline)",
-            f"{health['p50_ms']:.1f}",
-            f"{health['p99_ms']:.1f}",
-            "1.00x",
-            f"{health['achieved_rps']:.0f}/s",
-            sum(health["errors"].values()),
-        ],
-    ]
+
+    def row(label: str, stats: dict[str, Any]) -> list[Any]:
+        return [
+            label,
+            f"{stats['p50_ms']:.1f}",
+            f"{stats['p99_ms']:.1f}",
+            f"{stats['p99_ms'] / health['p99_ms']:.2f}x",
+            f"{stats['achieved_rps']:.0f}/s",
+            sum(stats["errors"].values()),
+        ]
+
+    lists_label = f"GET recommendations k=10 @ {args.rate:g}/s"
+    rows = []
     if no_llm is not None:
         result["lists_without_llm"] = no_llm
-        rows.insert(
-            0,
-            [
-                f"GET recommendations k=10 @ {args.rate:g}/s, server without an LLM (reference)",
-                f"{no_llm['p50_ms']:.1f}",
-                f"{no_llm['p99_ms']:.1f}",
-                f"{no_llm['p99_ms'] / health['p99_ms']:.2f}x",
-                f"{no_llm['achieved_rps']:.0f}/s",
-                sum(no_llm["errors"].values()),
-            ],
-        )
-    for j, (label, during, explained) in enumerate(explain_runs):
-        rows.insert(
-            2 + (no_llm is not None) + j,
-            [
-                f"same, while another client fetches explanations ({args.llm_backend}, {label})",
-                f"{during['p50_ms']:.1f}",
-                f"{during['p99_ms']:.1f}",
-                f"{during['p99_ms'] / health['p99_ms']:.2f}x",
-                f"{during['achieved_rps']:.0f}/s",
-                sum(during["errors"].values()),
-            ],
-        )
+        rows.append(row(f"{lists_label}, server without an LLM (reference)", no_llm))
+        lists_label += f", {args.llm_backend} loaded, explanations lazy, none fetched"
+    rows.append(row(lists_label, lists))
+    rows.append(row(f"same, after {args.events:,} events ingested", after))
+    for label, during, explained in explain_runs:
+        rows.append(
+            row(f"same, while another client fetches explanations ({args.llm_backend}, {label})",
+                during)
+        )  # fmt: skip
         result[f"lists_during_explanations ({label})"] = during
         result[f"explanations ({label})"] = explained
+    rows.append(row(f"GET /health @ {args.rate:g}/s (baseline)", health))
     (OUT / "results.json").write_text(json.dumps(result, indent=2))
     table = markdown_table(
         ["request", "p50 ms", "p99 ms", "p99 vs /health", "achieved", "errors"], rows

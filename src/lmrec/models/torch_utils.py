@@ -61,9 +61,9 @@ def seeded_training(threads: int, seed: int) -> Iterator[None]:
     """Train a block reproducibly: ``threads`` torch threads, a private seeded RNG, and
     deterministic kernels.
 
-    Multi-threaded CPU kernels such as ``index_add`` and the embedding gradient otherwise
-    sum in a thread-dependent order; the rounding differences grow over epochs (two fits
-    of one two-tower config differed by 0.16 in a score after 6 epochs).
+    Some multi-threaded CPU kernels (the gradient of indexing with repeated indices, for
+    one) otherwise sum in a thread-dependent order; the rounding differences grow over
+    epochs (two fits of one two-tower config differed by 0.16 in a score after 6 epochs).
     """
     import torch
 
