@@ -61,6 +61,14 @@ def report(data: dict, baseline: str) -> tuple[str, list[str]]:
         + "; ".join(f"{n} `{_short(r['config'])}`" for n, r in models.items()),
         f"`vs {baseline}` = test metric / {baseline}'s test metric, same run.",
     ]
+    for name, p in data.get("paired", {}).items():
+        if p.get("baseline") == baseline:
+            low, high = p["ci95"]
+            notes.append(
+                f"{name} / {baseline} {p['metric']} on the same {p['n_users']} test users: "
+                f"{p['ratio']:.3f}x, paired bootstrap 95% interval {low:.3f}-{high:.3f} "
+                f"({p['share_of_draws_below_1']:.1%} of resamples below 1)."
+            )
     return markdown_table(headers, rows), notes
 
 

@@ -39,10 +39,14 @@ DEFAULT_GRID = [  # the config as it is, then one change at a time
 ]
 
 
-def ranker_rows(
+def pipeline_rows(
     config: Path,
-) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The config's LightGBM section and the ranker's training and validation rows."""
+) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]], list[str]]:
+    """The config's LightGBM section, the pipeline's ranker rows and the feature names.
+
+    ``rows["train"]`` holds the part-B folds (with ``user``, ``item`` and per-group ``fold``),
+    ``rows["valid"]`` the validation part scored by the sources fitted on all of train.
+    """
     cfg = tomllib.loads(config.read_text())["model"]
     lgbm = dict(cfg.get("lgbm", {}))
     # the rows do not depend on the ranker: fit a token one, skip the MTL and the compile
@@ -54,9 +58,18 @@ def ranker_rows(
     t0 = time.perf_counter()
     model.fit(split.train, valid=split.valid)
     log(f"pipeline fitted in {time.perf_counter() - t0:.0f} s")
-    train, valid = model.rows["train"], model.rows["valid"]
-    has_pos, rows = groups_with_positives(train["sizes"], train["y"])  # as the fusion trains
-    kept = {"x": train["x"][rows], "y": train["y"][rows], "sizes": train["sizes"][has_pos]}
+    assert model.features is not None
+    return lgbm, model.rows, list(model.features.names)
+
+
+def ranker_rows(
+    config: Path,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The config's LightGBM section and the ranker's training and validation rows."""
+    lgbm, rows, _ = pipeline_rows(config)
+    train, valid = rows["train"], rows["valid"]
+    has_pos, keep = groups_with_positives(train["sizes"], train["y"])  # as the fusion trains
+    kept = {"x": train["x"][keep], "y": train["y"][keep], "sizes": train["sizes"][has_pos]}
     return lgbm, kept, valid
 
 

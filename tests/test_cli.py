@@ -126,6 +126,18 @@ def test_evaluate_writes_table_json_and_png(files: dict[str, Path], tmp_path: Pa
     report = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert set(report["models"]) == {"pop", "ease"}
     assert (tmp_path / "ev" / "results.png").read_bytes()[:4] == b"\x89PNG"
+    # every model is paired with the first of --models on the same test users
+    assert "Paired with pop" in stdout and "| ease | pop | ndcg@10 |" in stdout
+    paired = report["paired"]["ease"]
+    test = {m: report["models"][m]["test"]["ndcg@10"] for m in ("pop", "ease")}
+    assert paired["ratio"] == pytest.approx(test["ease"] / test["pop"])
+    low, high = paired["ci95"]
+    assert low <= paired["ratio"] <= high
+    code, _, stderr = run(
+        "evaluate", "--data", split_dir, "--models", "pop,ease", "--baseline", "als",
+        "--out", tmp_path / "ev2", "--no-tune",
+    )  # fmt: skip
+    assert code == 2 and "--baseline" in stderr and "als" in stderr
 
 
 # -- bad input: exit code 2, one line naming the place, no traceback ----------------------

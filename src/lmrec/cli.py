@@ -11,9 +11,9 @@ import json
 import sys
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import pandas as pd
 import typer
@@ -22,6 +22,10 @@ from lmrec.cli_inspect import register as register_inspect_commands
 from lmrec.errors import ConfigError, InputError, LmrecError, check_option
 from lmrec.llm.commands import register as register_llm_commands
 from lmrec.serve.commands import register as register_serve_commands
+
+if TYPE_CHECKING:
+    from lmrec.evaluate.paired import PairedRatio
+    from lmrec.evaluate.protocol import ModelRun
 
 app = typer.Typer(
     help="lmrec: a recommender engine with language models at its centre.",
@@ -364,9 +368,17 @@ def evaluate(
     ] = None,
     min_rating: MinRatingOpt = None,
     kcore_k: KCoreOpt = 0,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Model the others are compared with on the same test users (ratio of "
+            "means, paired bootstrap 95% interval); default: the first of --models."
+        ),
+    ] = None,
 ) -> None:
     """Compare models under a protocol: Markdown table, JSON and a PNG chart."""
     from lmrec.data.splits import Split, make_split, save_split
+    from lmrec.evaluate.paired import paired_table
     from lmrec.evaluate.protocol import EvalConfig, compare
     from lmrec.evaluate.report import markdown_table, plot_png, save_json, slice_table
     from lmrec.models.base import get_model_class
@@ -376,6 +388,10 @@ def evaluate(
         raise ConfigError("--models is empty")
     for name in names:
         get_model_class(name)
+    if baseline is not None and baseline not in names:
+        raise ConfigError(
+            f"--baseline must be one of --models ({', '.join(names)}), not '{baseline}'"
+        )
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not '{protocol}'")
     try:
@@ -407,12 +423,14 @@ def evaluate(
     )
     cfg = EvalConfig(ks=cutoffs, select_metric=f"ndcg@{cutoffs[0]}", tune=tune)
     runs = compare(split, names, cfg, configs=configs, log=_info, candidates=cand)
-    meta = {
+    meta: dict[str, Any] = {
         "data": data,
         "protocol": split.protocol,
         "seed": split.seed,
         "candidates": candidates,
     }
+    paired = _paired(runs, baseline or names[0], cfg.select_metric)
+    meta["paired"] = {r.model: r.as_dict() for r in paired}
     save_json(runs, out / "results.json", meta)
     plot_png(runs, out / "results.png", title=f"{data} / {split.protocol}")
     typer.echo(markdown_table(runs))
@@ -421,7 +439,25 @@ def evaluate(
         "least popular tail holding 20% of training interactions):\n"
     )
     typer.echo(slice_table(runs))
+    if paired:
+        typer.echo(
+            f"\nPaired with {paired[0].baseline} on the same test users (ratio of mean "
+            f"{cfg.select_metric}; 95% interval from 2,000 bootstrap resamples of the users):\n"
+        )
+        typer.echo(paired_table(paired))
     _info(f"wrote {out / 'results.json'} and {out / 'results.png'}")
+
+
+def _paired(runs: Sequence[ModelRun], baseline: str, metric: str) -> list[PairedRatio]:
+    """Each run's paired ratio to ``baseline``'s run (none without per-user values)."""
+    from lmrec.evaluate.paired import paired_ratio
+
+    base = next(r for r in runs if r.model == baseline)
+    return [
+        paired_ratio(r.test.per_user, base.test.per_user, names=(r.model, baseline), metric=metric)
+        for r in runs
+        if r.model != baseline and r.test.per_user and base.test.per_user
+    ]
 
 
 @app.command()

@@ -85,6 +85,19 @@ def test_batched_result_equals_direct_computation() -> None:
     assert acc.n_users == int((np.diff(rel.indptr) > 0).sum())
 
 
+def test_per_user_values_are_the_ones_result_averages() -> None:
+    users, topk, rel, pop, _ = random_case(4)
+    acc = make(pop)
+    feed(acc, users, topk, rel)
+    evaluated, ndcg = acc.per_user("ndcg@5")
+    has_test = np.diff(rel.indptr) > 0
+    assert np.array_equal(evaluated, users[has_test])  # users without test items are skipped
+    assert ndcg.mean() == pytest.approx(acc.result()["ndcg@5"])
+    assert acc.has_per_user("recall@2") and not acc.has_per_user("coverage@5")
+    with pytest.raises(KeyError, match="coverage@5"):
+        acc.per_user("coverage@5")
+
+
 def test_no_diversity_without_features() -> None:
     users, topk, rel, pop, _ = random_case(1)
     acc = make(pop)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lmrec.errors import InputError
-from lmrec.rank.lgbm import LGBMConfig, LGBMRanker, LGBMRating, ndcg_at
+from lmrec.rank.lgbm import LGBMConfig, LGBMRanker, LGBMRating, ndcg_at, ndcg_per_group
 
 
 def _groups(n_groups: int = 120, size: int = 20, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -24,6 +24,16 @@ def test_ndcg_counts_relevant_items_outside_the_candidates() -> None:
     # a second relevant item that the candidates missed still raises the ideal DCG
     half = ndcg_at(scores, np.array([3]), labels, np.array([2]), 10)
     assert half == pytest.approx(1.0 / (1.0 + 1.0 / np.log2(3)))
+
+
+def test_ndcg_per_group_leaves_out_groups_without_relevant_items() -> None:
+    scores = np.array([3.0, 2.0, 1.0, 5.0, 4.0, 0.5, 0.2])
+    labels = np.array([0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    sizes, n_rel = np.array([3, 2, 2]), np.array([1, 0, 1])
+    per_group = ndcg_per_group(scores, sizes, labels, n_rel, 10)
+    assert per_group == pytest.approx([1.0 / np.log2(3), 1.0])  # the middle group is left out
+    assert ndcg_at(scores, sizes, labels, n_rel, 10) == pytest.approx(per_group.mean())
+    assert ndcg_at(scores[:2], np.array([2]), labels[:2] * 0, np.array([0]), 10) == 0.0
 
 
 @pytest.mark.parametrize("objective", ["lambdarank", "rank_xendcg"])

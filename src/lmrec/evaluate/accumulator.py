@@ -172,6 +172,23 @@ class MetricAccumulator:
             return np.ones(stored.size, dtype=bool)
         return np.isin(stored, np.asarray(users, dtype=np.int64))
 
+    def has_per_user(self, key: str) -> bool:
+        """Whether `per_user` holds values of metric ``key`` (e.g. ``ndcg@10``)."""
+        return key in self._columns
+
+    def per_user(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """Evaluated users (row indices) and their values of accuracy metric ``key``.
+
+        The values behind `result`'s mean, for paired comparisons of models on one split.
+
+        Raises:
+            KeyError: ``key`` is not an accuracy metric at one of the cut-offs.
+        """
+        users, _, values, _ = self._arrays()
+        if key not in self._columns:
+            raise KeyError(f"no per-user values of {key!r}; one of {self._columns}")
+        return users, values[:, self._columns.index(key)]
+
     def result(self, users: np.ndarray | None = None) -> dict[str, float]:
         """Mean metrics over the evaluated users, or over those of them listed in ``users``.
 

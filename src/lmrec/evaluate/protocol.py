@@ -58,6 +58,8 @@ class EvalResult:
     metrics: dict[str, float]
     slices: dict[str, dict[str, float]] = field(default_factory=dict)
     n_users: int = 0
+    #: Per evaluated user (row index -> value) of the selection metric, for paired comparisons.
+    per_user: dict[int, float] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -135,7 +137,11 @@ def evaluate(
     slices = {"long_tail_items": acc.long_tail_result()}
     if len(cold):
         slices["cold_users"] = {**acc.result(cold), "n_users": float(len(cold))}
-    return EvalResult(metrics=acc.result(), slices=slices, n_users=len(users))
+    per_user: dict[int, float] = {}
+    if acc.has_per_user(cfg.select_metric):  # a beyond-accuracy metric has no per-user value
+        evaluated, values = acc.per_user(cfg.select_metric)
+        per_user = dict(zip(evaluated.tolist(), values.tolist(), strict=True))
+    return EvalResult(metrics=acc.result(), slices=slices, n_users=len(users), per_user=per_user)
 
 
 Candidates = Literal["all", "heldout"] | Sequence[str]

@@ -43,13 +43,14 @@ class LGBMConfig(ModelConfig):
     )
 
 
-def ndcg_at(
+def ndcg_per_group(
     scores: np.ndarray, sizes: np.ndarray, labels: np.ndarray, n_rel: np.ndarray, k: int
-) -> float:
-    """Mean NDCG@k over groups, with each group's ideal DCG from ``n_rel`` relevant items.
+) -> np.ndarray:
+    """NDCG@k of each group with a relevant item, its ideal DCG from ``n_rel`` relevant items.
 
     ``n_rel`` counts all of the user's relevant items, including those outside the
-    candidates, so the value equals full-ranking NDCG of the candidates ranked first.
+    candidates, so each value equals full-ranking NDCG of the candidates ranked first.
+    Groups without a relevant item are left out.
     """
     out = []
     disc = 1.0 / np.log2(np.arange(2, k + 2))
@@ -62,7 +63,15 @@ def ndcg_at(
         order = np.lexsort((np.arange(len(s)), -s))[:k]
         dcg = float((y[order] > 0) @ disc[: len(order)])
         out.append(dcg / float(disc[: min(int(nr), k)].sum()))
-    return float(np.mean(out)) if out else 0.0
+    return np.asarray(out, dtype=np.float64)
+
+
+def ndcg_at(
+    scores: np.ndarray, sizes: np.ndarray, labels: np.ndarray, n_rel: np.ndarray, k: int
+) -> float:
+    """Mean NDCG@k over groups (`ndcg_per_group`); 0.0 when no group has a relevant item."""
+    per_group = ndcg_per_group(scores, sizes, labels, n_rel, k)
+    return float(per_group.mean()) if len(per_group) else 0.0
 
 
 def groups_with_positives(sizes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
