@@ -140,6 +140,21 @@ def test_evaluate_writes_table_json_and_png(files: dict[str, Path], tmp_path: Pa
     assert code == 2 and "--baseline" in stderr and "als" in stderr
 
 
+def test_evaluate_pairs_nothing_against_a_baseline_that_scores_zero(tmp_path: Path) -> None:
+    # on a cold-item split CF models never rank the held-out items: their NDCG is exactly 0
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{i}") for u in range(40) for i in rng.choice(60, 12, replace=False)]
+    pd.DataFrame(rows, columns=["user_id", "item_id"]).to_csv(tmp_path / "all.csv", index=False)
+    code, _, stderr = run(
+        "evaluate", "--data", tmp_path / "all.csv", "--protocol", "cold-item",
+        "--models", "ease,pop", "--out", tmp_path / "ev", "--no-tune",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "no paired ratio for pop" in stderr and "mean ndcg@10 is 0" in stderr
+    report = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert report["models"]["ease"]["test"]["ndcg@10"] == 0.0 and report["paired"] == {}
+
+
 # -- bad input: exit code 2, one line naming the place, no traceback ----------------------
 def _bad(tmp_path: Path, content: bytes | str, name: str = "train.csv") -> Path:
     p = tmp_path / name

@@ -449,15 +449,23 @@ def evaluate(
 
 
 def _paired(runs: Sequence[ModelRun], baseline: str, metric: str) -> list[PairedRatio]:
-    """Each run's paired ratio to ``baseline``'s run (none without per-user values)."""
+    """Each run's paired ratio to ``baseline``'s run; pairs with no ratio are skipped, said."""
     from lmrec.evaluate.paired import paired_ratio
 
     base = next(r for r in runs if r.model == baseline)
-    return [
-        paired_ratio(r.test.per_user, base.test.per_user, names=(r.model, baseline), metric=metric)
-        for r in runs
-        if r.model != baseline and r.test.per_user and base.test.per_user
-    ]
+    out = []
+    for r in runs:
+        if r.model == baseline or not r.test.per_user or not base.test.per_user:
+            continue
+        try:
+            out.append(
+                paired_ratio(
+                    r.test.per_user, base.test.per_user, names=(r.model, baseline), metric=metric
+                )
+            )
+        except ValueError as exc:  # e.g. a baseline that scores 0 on a cold-item split
+            _info(f"no paired ratio for {r.model}: {exc}")
+    return out
 
 
 @app.command()
