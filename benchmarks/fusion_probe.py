@@ -32,6 +32,7 @@ from ranker_grid import pipeline_rows
 from lmrec.data.fetch import load_builtin
 from lmrec.data.schema import ITEM, RATING, TIMESTAMP, USER, Dataset, IdMap
 from lmrec.data.splits import make_split
+from lmrec.models.ease import ease_weights
 from lmrec.rank.fusion_config import FusionConfig
 from lmrec.rank.holdout import holdout_parts
 from lmrec.rank.lgbm import (
@@ -60,19 +61,7 @@ class Context:
         self.t = inter[TIMESTAMP].to_numpy(np.float64)
         self.r = inter[RATING].to_numpy(np.float64)
         self.shape = (len(users), len(items))
-        x = sp.csr_matrix((np.ones(len(self.u)), (self.u, self.i)), shape=self.shape)
-        x.data[:] = 1.0
-        self.x = x
-
-    def ease_weights(self, extra_diag: np.ndarray | float = 0.0) -> np.ndarray:
-        """EASE item-item weights (zero diagonal); ``extra_diag`` adds EDLAE's emphasis."""
-        g = (self.x.T @ self.x).toarray()
-        d = np.diag_indices(g.shape[0])
-        g[d] += EASE_REG + extra_diag
-        p = np.linalg.inv(g)
-        b = p / (-np.diag(p))
-        b[d] = 0.0
-        return b
+        self.x = part.matrix(users, items)
 
 
 def _z_logrank(scores: np.ndarray, seen: sp.csr_matrix, u: np.ndarray, i: np.ndarray) -> np.ndarray:
@@ -92,12 +81,14 @@ def _z_logrank(scores: np.ndarray, seen: sp.csr_matrix, u: np.ndarray, i: np.nda
 def edlae(u: np.ndarray, i: np.ndarray, c: Context) -> np.ndarray:
     """EDLAE (Steck 2020): EASE with dropout emphasis p=0.15 on the diagonal."""
     gram_diag = np.asarray(c.x.sum(axis=0)).ravel()
-    return _z_logrank(np.asarray(c.x @ c.ease_weights(0.15 / 0.85 * gram_diag)), c.x, u, i)
+    return _z_logrank(
+        np.asarray(c.x @ ease_weights(c.x, EASE_REG, 0.15 / 0.85 * gram_diag)), c.x, u, i
+    )
 
 
 def ease_prf(u: np.ndarray, i: np.ndarray, c: Context) -> np.ndarray:
     """EASE with pseudo-relevance feedback: each user's top 10 added to the history at 0.3."""
-    b = c.ease_weights()
+    b = ease_weights(c.x, EASE_REG)
     s = np.asarray(c.x @ b)
     masked = np.where(c.x.toarray() > 0, -np.inf, s)
     top = np.argpartition(-masked, 10, axis=1)[:, :10]
@@ -108,7 +99,7 @@ def ease_prf(u: np.ndarray, i: np.ndarray, c: Context) -> np.ndarray:
 
 def ease_by_rating(u: np.ndarray, i: np.ndarray, c: Context) -> np.ndarray:
     """EASE scores from the user's liked (>= 4) and other history items, separately."""
-    b = c.ease_weights()
+    b = ease_weights(c.x, EASE_REG)
     cols = []
     for keep in (c.r >= 4, c.r < 4):
         m = sp.csr_matrix((np.ones(keep.sum()), (c.u[keep], c.i[keep])), shape=c.shape)
@@ -120,7 +111,7 @@ def ease_by_rating(u: np.ndarray, i: np.ndarray, c: Context) -> np.ndarray:
 
 def ease_raw(u: np.ndarray, i: np.ndarray, c: Context) -> np.ndarray:
     """The raw EASE score (the pipeline keeps only its per-user z-score and rank)."""
-    return np.asarray(c.x @ c.ease_weights())[u, i][:, None]
+    return np.asarray(c.x @ ease_weights(c.x, EASE_REG))[u, i][:, None]
 
 
 def time_gaps(u: np.ndarray, i: np.ndarray, c: Context) -> np.ndarray:

@@ -69,8 +69,11 @@ def paired_ratio(
     rng = np.random.default_rng(seed)
     n = len(common)
     ratios = np.empty(draws)
-    for start in range(0, draws, 250):  # resample in blocks: draws x n counts stay small
-        m = min(250, draws - start)
+    # resample in blocks of at most ~4M counts (32 MB), whatever the number of users; the
+    # draws are the same for any block size
+    block = max(1, min(draws, 4_000_000 // n))
+    for start in range(0, draws, block):
+        m = min(block, draws - start)
         counts = rng.multinomial(n, np.full(n, 1.0 / n), size=m).astype(np.float64)
         ratios[start : start + m] = (counts @ a) / np.maximum(counts @ b, 1e-300)
     low, high = np.percentile(ratios, [2.5, 97.5])

@@ -18,6 +18,25 @@ from lmrec.errors import ConfigError
 from lmrec.models.base import ModelConfig, Recommender, register
 
 
+def ease_weights(
+    matrix: sp.csr_matrix, reg_weight: float, diag_extra: np.ndarray | float = 0.0
+) -> np.ndarray:
+    """EASE's item-item weights B (float64, zero diagonal) for a user x item matrix.
+
+    ``diag_extra`` adds to the regularised Gram diagonal per item, e.g. EDLAE's dropout
+    emphasis ``p / (1 - p) * diag(X^T X)`` (Steck, NeurIPS 2020).
+    """
+    n = matrix.shape[1]
+    gram = (matrix.T @ matrix).toarray().astype(np.float64)
+    gram[np.diag_indices(n)] += reg_weight + diag_extra
+    # G is symmetric positive definite: a Cholesky inverse is faster and stabler than inv.
+    chol = scipy.linalg.cho_factor(gram, overwrite_a=True)
+    p = scipy.linalg.cho_solve(chol, np.eye(n), overwrite_b=True)
+    b = -p / np.diag(p)
+    b[np.diag_indices(n)] = 0.0
+    return b
+
+
 class EASEConfig(ModelConfig):
     """Configuration of `EASE`."""
 
@@ -51,15 +70,10 @@ class EASE(Recommender):
                 f"EASE needs a dense {n}x{n} matrix; catalog exceeds max_items="
                 f"{self.config.max_items} (use itemknn, als or bpr)"
             )
-        gram = (matrix.T @ matrix).toarray().astype(np.float64)
-        gram[np.diag_indices(n)] += self.config.reg_weight
-        # G is symmetric positive definite: a Cholesky inverse is faster and stabler than inv.
-        chol = scipy.linalg.cho_factor(gram, overwrite_a=True)
-        p = scipy.linalg.cho_solve(chol, np.eye(n), overwrite_b=True)
-        b = -p / np.diag(p)
-        b[np.diag_indices(n)] = 0.0
         # C order: scipy's sparse @ dense copies a Fortran-ordered operand on every call
-        self.weights = np.ascontiguousarray(b, dtype=np.float32)
+        self.weights = np.ascontiguousarray(
+            ease_weights(matrix, self.config.reg_weight), dtype=np.float32
+        )
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         assert self.weights is not None and self.seen is not None
