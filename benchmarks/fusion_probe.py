@@ -176,11 +176,11 @@ def history_chunks(u: np.ndarray, i: np.ndarray, c: Context, size: int = 20) -> 
     n = f.groupby("u")["i"].transform("size").to_numpy()
     n_chunks = np.maximum(np.round(n / size), 1).astype(int)
     chunk = np.minimum(pos * n_chunks // n, n_chunks - 1)
-    key = pd.factorize(f["u"].to_numpy() * (int(n_chunks.max()) + 1) + chunk)[0]
-    row_user = np.zeros(key.max() + 1, dtype=np.int64)
-    row_user[key] = f["u"].to_numpy()
-    row_last = np.zeros(key.max() + 1, dtype=bool)
-    row_last[key] = chunk == n_chunks - 1
+    # one row per (user, chunk), in user then time order
+    stride = int(n_chunks.max())
+    row_ids, key = np.unique(f["u"].to_numpy() * stride + chunk, return_inverse=True)
+    row_user = row_ids // stride
+    row_last = np.r_[row_user[1:] != row_user[:-1], True]
     m = sp.csr_matrix(
         (np.ones(len(key)), (key, f["i"].to_numpy())), shape=(len(row_user), c.shape[1])
     )
@@ -236,11 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in PROBES and n not in SPECIAL]
     if unknown:
         p.error(f"unknown probes {unknown}; choose from {[*PROBES, *SPECIAL]}")
+    try:  # checked before the pipeline fit, which takes minutes
+        seeds = [int(v) for v in args.seeds.split(",") if v]
+    except ValueError:
+        p.error(f"--seeds must be comma-separated integers, not {args.seeds!r}")
     machine = machine_info()
     lgbm, rows, feature_names = pipeline_rows(args.config)
     train, valid = rows["train"], rows["valid"]
     cfg = LGBMConfig(**{**lgbm, "rounds": "fixed", "compile": "off"})
-    seeds = [int(v) for v in args.seeds.split(",") if v] or [cfg.seed]
+    seeds = seeds or [cfg.seed]
     pipe = FusionConfig(**tomllib.loads(args.config.read_text())["model"])
     split = make_split(load_builtin("ml-100k"), "ratio", seed=2020)
     users, items = split.train.user_map(), split.train.item_map()
