@@ -64,8 +64,29 @@ def topk_similarity(matrix: sp.csr_matrix, k: int, shrink: float, block: int) ->
     )
 
 
+class ItemSimilarityModel(Recommender):
+    """Base of item-kNN models whose score is ``history @ similarity`` (item x item)."""
+
+    similarity: sp.csr_matrix | None
+
+    def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        assert self.similarity is not None and self.seen is not None
+        return np.asarray((self.seen[user_idx] @ self.similarity).toarray(), dtype=np.float32)
+
+    def _similarity_state(self) -> dict[str, np.ndarray]:
+        s = self.similarity
+        assert s is not None
+        return {"sim_data": s.data, "sim_indices": s.indices, "sim_indptr": s.indptr}
+
+    def _set_similarity_state(self, state: dict[str, np.ndarray]) -> None:
+        n = len(state["sim_indptr"]) - 1
+        self.similarity = sp.csr_matrix(
+            (state["sim_data"], state["sim_indices"], state["sim_indptr"]), shape=(n, n)
+        )
+
+
 @register
-class ItemKNN(Recommender):
+class ItemKNN(ItemSimilarityModel):
     """Item-kNN collaborative filtering."""
 
     name = "itemknn"
@@ -84,17 +105,8 @@ class ItemKNN(Recommender):
         c = self.config
         self.similarity = topk_similarity(matrix, c.k, c.shrink, c.block_size)
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        assert self.similarity is not None and self.seen is not None
-        return np.asarray((self.seen[user_idx] @ self.similarity).toarray(), dtype=np.float32)
-
     def _state(self) -> dict[str, np.ndarray]:
-        s = self.similarity
-        assert s is not None
-        return {"sim_data": s.data, "sim_indices": s.indices, "sim_indptr": s.indptr}
+        return self._similarity_state()
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        n = len(state["sim_indptr"]) - 1
-        self.similarity = sp.csr_matrix(
-            (state["sim_data"], state["sim_indices"], state["sim_indptr"]), shape=(n, n)
-        )
+        self._set_similarity_state(state)

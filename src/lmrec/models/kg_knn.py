@@ -20,7 +20,8 @@ from pydantic import Field
 from lmrec.data.schema import Dataset
 from lmrec.errors import ConfigError, InputError
 from lmrec.models.base import ModelConfig, register
-from lmrec.models.metadata import ItemSimilarityModel, feature_similarity, idf_weights
+from lmrec.models.itemknn import ItemSimilarityModel
+from lmrec.models.metadata import feature_similarity, idf_weights
 from lmrec.rank.attributes import ItemAttributes
 
 #: Subfolder of the model directory holding the item attributes (read by ``lmrec profile``).

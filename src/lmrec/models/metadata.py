@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from lmrec.data.schema import TITLE_FIELDS, Dataset, FieldType, split_tokens
 from lmrec.errors import ConfigError
-from lmrec.models.base import ModelConfig, Recommender, register
+from lmrec.models.base import ModelConfig, register
+from lmrec.models.itemknn import ItemSimilarityModel
 
 #: Genre-like fields of space-separated tokens, used by default (as in the evaluator's
 #: ``CATEGORY_FIELDS``: ``class`` is RecBole's name for ML-100K genres).
@@ -245,27 +246,6 @@ def idf_weights(features: sp.csr_matrix) -> np.ndarray:
     n = features.shape[0]
     df = np.bincount(features.indices, minlength=features.shape[1]).astype(np.float64)
     return (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
-
-
-class ItemSimilarityModel(Recommender):
-    """Base of item-kNN models whose score is ``history @ similarity`` (item x item)."""
-
-    similarity: sp.csr_matrix | None
-
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        assert self.similarity is not None and self.seen is not None
-        return np.asarray((self.seen[user_idx] @ self.similarity).toarray(), dtype=np.float32)
-
-    def _similarity_state(self) -> dict[str, np.ndarray]:
-        s = self.similarity
-        assert s is not None
-        return {"sim_data": s.data, "sim_indices": s.indices, "sim_indptr": s.indptr}
-
-    def _set_similarity_state(self, state: dict[str, np.ndarray]) -> None:
-        n = len(state["sim_indptr"]) - 1
-        self.similarity = sp.csr_matrix(
-            (state["sim_data"], state["sim_indices"], state["sim_indptr"]), shape=(n, n)
-        )
 
 
 @register
