@@ -26,13 +26,14 @@ import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.linalg
 import scipy.sparse as sp
 from common import append_results, log, machine_info, markdown_table
-from ranker_grid import pipeline_rows
+from ranker_grid import paired_difference, pipeline_rows, seed_averaged
 
 from lmrec.data.fetch import load_builtin
 from lmrec.data.schema import ITEM, RATING, TIMESTAMP, USER, Dataset, IdMap
@@ -45,7 +46,6 @@ from lmrec.rank.lgbm import (
     LGBMRanker,
     groups_with_positives,
     ndcg_at,
-    ndcg_per_group,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -301,17 +301,15 @@ def main(argv: list[str] | None = None) -> int:
         tx, vx = train["x"], valid["x"]
         if extra_train is not None and extra_valid is not None:
             tx, vx = np.hstack([tx, extra_train]), np.hstack([vx, extra_valid])
-        runs = []
-        for seed in seeds:
-            ranker = LGBMRanker(cfg, seed=seed).fit(
-                tx[keep], train["sizes"][has_pos], train["y"][keep]
+
+        def fit(seed: int | None) -> Any:
+            return (
+                LGBMRanker(cfg, seed=seed)
+                .fit(tx[keep], train["sizes"][has_pos], train["y"][keep])
+                .booster
             )
-            runs.append(np.vstack([
-                ndcg_per_group(ranker.booster.predict(vx, num_iteration=n), valid["sizes"],
-                               valid["y"], valid["n_rel"], 10)
-                for n in (1000, cfg.n_estimators)
-            ]))  # fmt: skip
-        return np.mean(runs, axis=0), [float(r[-1].mean()) for r in runs]
+
+        return seed_averaged(fit, vx, valid, (1000, cfg.n_estimators), seeds)
 
     table: list[list[str]] = []
     base, base_seeds = score(None, None)
@@ -338,12 +336,10 @@ def main(argv: list[str] | None = None) -> int:
             vcols = fn(valid["user"], valid["item"], full)
         per_user, each = score(tcols.astype(np.float32), vcols.astype(np.float32))
         means = per_user.mean(axis=1)
-        diff = per_user[-1] - base[-1]  # paired over the same users
-        se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
         log(f"{name}: {means} ({time.perf_counter() - t0:.0f} s)")
         table.append(
             [name, str(tcols.shape[1]), *(f"{m:.4f}" for m in means), *per_seed(each),
-             f"{means[-1] / base[-1].mean():.3f}x", f"{diff.mean():+.4f} ± {se:.4f}"]
+             f"{means[-1] / base[-1].mean():.3f}x", paired_difference(per_user[-1], base[-1])]
         )  # fmt: skip
     headers = ["probe", "columns", "valid NDCG@10, 1000 rounds",
                f"valid NDCG@10, {cfg.n_estimators} rounds",

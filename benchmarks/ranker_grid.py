@@ -21,6 +21,8 @@ import argparse
 import json
 import time
 import tomllib
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,20 +86,55 @@ def ranker_rows(
     return lgbm, kept, valid
 
 
+def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A setting's `LGBMConfig` fields, and the rest (raw LightGBM parameters)."""
+    fields = {k: v for k, v in overrides.items() if k in LGBMConfig.model_fields}
+    return fields, {k: v for k, v in overrides.items() if k not in fields}
+
+
 def train_setting(
     base: dict[str, Any], overrides: dict[str, Any], seed: int | None, train: dict[str, np.ndarray]
 ) -> Any:
     """A LightGBM booster for one setting: config fields through `LGBMConfig`, the rest raw."""
     import lightgbm as lgb
 
-    fields = {k: v for k, v in overrides.items() if k in LGBMConfig.model_fields}
-    raw = {k: v for k, v in overrides.items() if k not in fields}
+    fields, raw = split_overrides(overrides)
     cfg = LGBMConfig(**{**base, **fields, **({"seed": seed} if seed is not None else {})})
     params = {**LGBMRanker(cfg)._params(), **raw}
     data = lgb.Dataset(
         train["x"], label=train["y"], group=train["sizes"], params={"max_bin": cfg.max_bin}
     )
     return lgb.train(params, data, num_boost_round=cfg.n_estimators)
+
+
+def seed_averaged(
+    fit: Callable[[int | None], Any],
+    x_valid: np.ndarray,
+    valid: dict[str, np.ndarray],
+    checkpoints: Sequence[int],
+    seeds: Sequence[int | None],
+) -> tuple[np.ndarray, list[float]]:
+    """Each validation user's NDCG@10 per round checkpoint, averaged over the seeds.
+
+    ``fit(seed)`` returns a LightGBM booster. Returns the (checkpoints x users) means and each
+    seed's mean NDCG@10 at the last checkpoint.
+    """
+    runs = []
+    for seed in seeds:
+        booster = fit(seed)
+        runs.append(np.vstack([
+            ndcg_per_group(booster.predict(x_valid, num_iteration=n), valid["sizes"],
+                           valid["y"], valid["n_rel"], 10)
+            for n in checkpoints
+        ]))  # fmt: skip
+    return np.mean(runs, axis=0), [float(r[-1].mean()) for r in runs]
+
+
+def paired_difference(ours: np.ndarray, reference: np.ndarray) -> str:
+    """Mean per-user difference ± its standard error, as a table cell."""
+    diff = ours - reference
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if diff.any() else 0.0
+    return f"{diff.mean():+.4f} ± {se:.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,11 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--rounds, --seeds and --grid: {exc}")
     if not all(isinstance(g, dict) for g in grid):
         p.error("each --grid must be a JSON object")
+    if not args.config.is_file():
+        p.error(f"--config {args.config}: no such file")
     section = tomllib.loads(args.config.read_text())["model"].get("lgbm", {})
     for overrides in grid:  # a bad setting fails now, not after the pipeline fit
-        fields = {k: v for k, v in overrides.items() if k in LGBMConfig.model_fields}
         try:
-            LGBMConfig(**{**section, **fields})
+            LGBMConfig(**{**section, **split_overrides(overrides)[0]})
         except ValidationError as exc:
             p.error(f"--grid {json.dumps(overrides)}: {exc}")
     machine = machine_info()
@@ -134,25 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     reference: np.ndarray | None = None
     for overrides in grid:
         t0 = time.perf_counter()
-        per_user: list[list[np.ndarray]] = [[] for _ in checkpoints]  # per seed
-        for seed in seeds:
-            booster = train_setting(base, overrides, seed, train)
-            for j, n in enumerate(checkpoints):
-                scores = booster.predict(valid["x"], num_iteration=n)
-                per_user[j].append(
-                    ndcg_per_group(scores, valid["sizes"], valid["y"], valid["n_rel"], 10)
-                )
+        means, _ = seed_averaged(
+            partial(train_setting, base, overrides, train=train),
+            valid["x"], valid, checkpoints, seeds,
+        )  # fmt: skip
         seconds = (time.perf_counter() - t0) / len(seeds)
-        means = [np.mean(runs, axis=0) for runs in per_user]  # each user's mean over seeds
-        last = means[-1]
-        reference = last if reference is None else reference  # the first setting
-        diff = last - reference
-        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if diff.any() else 0.0
+        reference = means[-1] if reference is None else reference  # the first setting
+        diff = paired_difference(means[-1], reference)
         log(f"{overrides}: {[round(float(m.mean()), 4) for m in means]} "
-            f"({diff.mean():+.4f} ± {se:.4f}; {seconds:.0f} s per fit)")  # fmt: skip
+            f"({diff}; {seconds:.0f} s per fit)")  # fmt: skip
         rows.append(
             [f"`{json.dumps(overrides)}`", *(f"{m.mean():.4f}" for m in means),
-             f"{diff.mean():+.4f} ± {se:.4f}", f"{seconds:.0f}"]
+             diff, f"{seconds:.0f}"]
         )  # fmt: skip
     headers = [
         "LightGBM overrides", *(f"valid NDCG@10, {n} rounds" for n in checkpoints),
