@@ -15,7 +15,12 @@ column that was complete in training is imputed the same way, without an indicat
 The shared layers are Linear, LayerNorm, ReLU, dropout; without the LayerNorm the listwise
 loss (which is free to scale its logits up) inflated the shared activations until the rating
 head learnt next to nothing (synthetic test data: rating RMSE 1.10 against 0.81 with it, and
-validation NDCG@10 0.70 against 0.79).
+validation NDCG@10 0.70 against 0.79; measured before the fix below, with it RMSE 0.45 and
+NDCG@10 0.86 against the noise-free 0.88).
+
+Each training step takes whole groups. Before 2026-12-07 a step's rows were one row of each
+group repeated, which made the listwise loss a pointwise one on a sample of rows: on the ML-100K
+fusion rows validation NDCG@10 was 0.2565, and 0.2717 after the fix (LightGBM: 0.2721).
 
 Inference is a numpy forward pass over weights prepared once (transposed, LayerNorm's mean
 folded into them), which beats torch for candidate lists: 200 rows x 40 features, hidden
@@ -265,9 +270,8 @@ class MultiTaskRanker:
             order = rng.permutation(len(sizes))
             for b in range(0, len(order), c.groups_per_batch):
                 groups = order[b : b + c.groups_per_batch]
-                sz = sizes[groups]
-                local = np.repeat(np.arange(len(groups)), sz)
-                rows = torch.from_numpy(local - (np.cumsum(sz) - sz)[local] + starts[groups][local])
+                local, rows_np = _batch_rows(sizes, starts, groups)
+                rows = torch.from_numpy(rows_np)
                 pos_groups = has_pos_t[torch.from_numpy(groups)]
                 out = net(z_t[rows])
                 losses = []
@@ -450,6 +454,16 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 
 def _n_linear(arrays: dict[str, np.ndarray]) -> int:
     return sum(1 for k in arrays if k.startswith("w") and k[1:].isdigit())
+
+
+def _batch_rows(
+    sizes: np.ndarray, starts: np.ndarray, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``groups`` in batch order, and each row's group position within the batch."""
+    sz = sizes[groups]
+    local = np.repeat(np.arange(len(groups)), sz)
+    within = np.arange(len(local)) - np.repeat(np.cumsum(sz) - sz, sz)
+    return local, starts[groups][local] + within
 
 
 def _listwise(
