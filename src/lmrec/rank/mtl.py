@@ -459,7 +459,7 @@ def _n_linear(arrays: dict[str, np.ndarray]) -> int:
 def _batch_rows(
     sizes: np.ndarray, starts: np.ndarray, groups: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``groups`` in batch order, and each row's group position within the batch."""
+    """Each row's group position within the batch, and the rows of ``groups`` in batch order."""
     sz = sizes[groups]
     local = np.repeat(np.arange(len(groups)), sz)
     within = np.arange(len(local)) - np.repeat(np.cumsum(sz) - sz, sz)
