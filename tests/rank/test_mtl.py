@@ -10,7 +10,13 @@ import torch
 
 from lmrec.errors import ConfigError, InputError
 from lmrec.models.base import NotFittedError
-from lmrec.rank.mtl import MTLConfig, MultiTaskRanker, _batch_rows, ndcg_at_k
+from lmrec.rank.mtl import (
+    MTLConfig,
+    MultiTaskRanker,
+    _batch_rows,
+    fit_fold_stopped,
+    ndcg_at_k,
+)
 
 SIZE, N_FEAT = 20, 10
 SMALL = MTLConfig(
@@ -83,6 +89,25 @@ def test_ranks_better_than_random_and_the_best_single_feature(
     # within 0.05 of the noise-free score: 0.86 vs 0.88 (0.79 when batches held one row per
     # group repeated, a bug that turned the listwise loss into a pointwise one)
     assert ours > oracle - 0.05, (ours, oracle)
+
+
+def test_fold_stopped_takes_the_last_folds_epoch_and_refits_on_all(
+    data: tuple[Data, Data],
+) -> None:
+    (x, g, rel, rating), (vx, vg, vrel, _) = data
+    folds = np.arange(len(g)) % 3
+    model = fit_fold_stopped(SMALL, x, g, rel, rating, folds)
+    held = np.repeat(folds == 2, g)
+    probe = MultiTaskRanker(SMALL).fit(
+        x[~held], g[folds < 2], rel[~held], rating[~held], valid=(x[held], g[folds == 2], rel[held])
+    )
+    assert 1 <= model.best_epoch < SMALL.epochs
+    assert model.fitted_params() == {"epochs": probe.best_epoch}
+    refit = MultiTaskRanker(SMALL, epochs=probe.best_epoch).fit(x, g, rel, rating)
+    np.testing.assert_array_equal(model.predict(vx), refit.predict(vx))
+    assert ndcg_at_k(model.predict(vx), vg, vrel) > 0.8
+    loaded = MultiTaskRanker.from_state(SMALL, model.state())
+    assert loaded.fitted_params() == {"epochs": probe.best_epoch}
 
 
 def test_batches_hold_whole_groups() -> None:

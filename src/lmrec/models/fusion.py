@@ -37,7 +37,7 @@ from lmrec.rank.features import FeatureBuilder
 from lmrec.rank.fusion_config import FusionConfig
 from lmrec.rank.holdout import holdout_parts
 from lmrec.rank.lgbm import LGBMConfig, LGBMRanker, LGBMRating, groups_with_positives, ndcg_at
-from lmrec.rank.mtl import MultiTaskRanker
+from lmrec.rank.mtl import MultiTaskRanker, fit_fold_stopped
 from lmrec.rank.sources import CandidateBlock, CandidateSources
 
 BLOCK = 256  # users per candidate block
@@ -197,7 +197,11 @@ class FusionRecommender(Recommender):
             self.report["lgbm_rounds"] = self.lgbm.best_iteration
         self._mtl_rates = bool(np.isfinite(tr).any())
         if "mtl" in rankers or (cfg.rating_model in ("auto", "mtl") and self._mtl_rates):
-            self.mtl = MultiTaskRanker(cfg.mtl).fit(tx, tsz, ty, rating=tr, valid=vtuple)
+            folds = train["fold"][has_pos] if "fold" in train else None
+            if folds is not None and len(np.unique(folds)) > 1:
+                self.mtl = fit_fold_stopped(cfg.mtl, tx, tsz, ty, tr, folds)
+            else:  # one holdout: early stopping on the validation part, if any
+                self.mtl = MultiTaskRanker(cfg.mtl).fit(tx, tsz, ty, rating=tr, valid=vtuple)
         if "rating_x" in train and cfg.rating_model in ("auto", "lgbm"):
             self.rating_lgbm = _fit_rating_lgbm(cfg.lgbm, train, valid)
         if cfg.ranker == "source":
