@@ -3,11 +3,12 @@
 Fits `fusion` from a TOML pipeline (default ``configs/fusion-ml100k.toml``) on the ratio split
 (seed 2020) once and keeps its ranker rows, as ``ranker_grid.py`` does. Trains the config's
 LightGBM ranker once per ``--lgbm-seeds`` seed, then the MTL ranker (`MTLConfig` defaults,
-overridden by each ``--grid`` setting) once per ``--seeds`` seed, early-stopped on the
-validation part as the pipeline does. Reports validation NDCG@10 of the MTL alone and of the
-blend the pipeline builds (each ranker's scores standardised by their mean and deviation on
-50,000 training rows, then summed), averaged over every (LightGBM, MTL) seed pair, with the
-paired per-user difference from LightGBM alone and from the first setting.
+overridden by each ``--grid`` setting) once per ``--seeds`` seed, its epoch count
+early-stopped on the last holdout fold and refitted on every fold, as the pipeline does.
+Reports validation NDCG@10 of the MTL alone and of the blend the pipeline builds (each
+ranker's scores standardised by their mean and deviation on 50,000 training rows, then
+summed), averaged over every (LightGBM, MTL) seed pair, with the paired per-user difference
+from LightGBM alone and from the first setting.
 
     python benchmarks/mtl_grid.py [--config FILE] [--seeds 0,1] [--lgbm-seeds 1,2,3,4]
         [--grid '{}' --grid '{"dropout": 0.2}' ...] [--append-results]
@@ -27,7 +28,7 @@ from pydantic import ValidationError
 from ranker_grid import paired_difference, pipeline_rows
 
 from lmrec.rank.lgbm import LGBMConfig, LGBMRanker, groups_with_positives, ndcg_per_group
-from lmrec.rank.mtl import MTLConfig, MultiTaskRanker
+from lmrec.rank.mtl import MTLConfig, fit_fold_stopped
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_ROWS = 50_000  # as FusionRecommender._fit_blend
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     train, valid = rows["train"], rows["valid"]
     has_pos, keep = groups_with_positives(train["sizes"], train["y"])  # as the fusion trains
     tx, ty, tr = train["x"][keep], train["y"][keep], train["rating"][keep]
-    tsz = train["sizes"][has_pos]
+    tsz, folds = train["sizes"][has_pos], train["fold"][has_pos]
     sample = tx[np.random.default_rng(0).permutation(len(tx))[:SAMPLE_ROWS]]
     vargs = (valid["sizes"], valid["y"], valid["n_rel"], 10)
 
@@ -87,9 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         alone, blend, epochs = [], [], []
         for seed in seeds:
-            mtl = MultiTaskRanker(MTLConfig(**{**setting, "seed": seed})).fit(
-                tx, tsz, ty, rating=tr, valid=(valid["x"], valid["sizes"], valid["y"])
-            )
+            mtl = fit_fold_stopped(MTLConfig(**{**setting, "seed": seed}), tx, tsz, ty, tr, folds)
             epochs.append(str(mtl.best_epoch))
             ms = standardised(mtl)
             alone.append(ndcg_per_group(ms, *vargs))
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.append_results:
         notes = [
             f"Pipeline: {args.config.name}, {len(feature_names)} features, its ranker rows; "
-            "scored on the validation part only (the MTL early-stops on it, as in the pipeline).",
+            "scored on the validation part only.",
             f"LightGBM: the config's `[model.lgbm]` at a fixed {cfg.n_estimators} rounds, seeds "
             f"{', '.join(map(str, lgbm_seeds))}; MTL seeds {', '.join(map(str, seeds))}. Blend "
             "figures average each user's NDCG@10 over every (LightGBM, MTL) seed pair.",
