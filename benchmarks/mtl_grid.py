@@ -28,7 +28,8 @@ from pydantic import ValidationError
 from ranker_grid import paired_difference, pipeline_rows
 
 from lmrec.rank.lgbm import LGBMConfig, LGBMRanker, groups_with_positives, ndcg_per_group
-from lmrec.rank.mtl import MTLConfig, fit_fold_stopped
+from lmrec.rank.mtl import MTLConfig
+from lmrec.rank.mtl_folds import fit_fold_stopped
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_ROWS = 50_000  # as FusionRecommender._fit_blend

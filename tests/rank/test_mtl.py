@@ -14,9 +14,9 @@ from lmrec.rank.mtl import (
     MTLConfig,
     MultiTaskRanker,
     _batch_rows,
-    fit_fold_stopped,
     ndcg_at_k,
 )
+from lmrec.rank.mtl_folds import fit_fold_stopped
 
 SIZE, N_FEAT = 20, 10
 SMALL = MTLConfig(

@@ -37,7 +37,8 @@ from lmrec.rank.features import FeatureBuilder
 from lmrec.rank.fusion_config import FusionConfig
 from lmrec.rank.holdout import holdout_parts
 from lmrec.rank.lgbm import LGBMConfig, LGBMRanker, LGBMRating, groups_with_positives, ndcg_at
-from lmrec.rank.mtl import MultiTaskRanker, fit_fold_stopped
+from lmrec.rank.mtl import MultiTaskRanker
+from lmrec.rank.mtl_folds import fit_fold_stopped
 from lmrec.rank.sources import CandidateBlock, CandidateSources
 
 BLOCK = 256  # users per candidate block
